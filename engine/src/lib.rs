@@ -1,0 +1,7 @@
+//! imgadm's engine (being built).
+
+pub mod error;
+pub mod ids;
+pub mod pool;
+
+pub use error::{Error, Result};

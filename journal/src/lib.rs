@@ -1,0 +1,7 @@
+//! The imgadm journal (being built).
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{0}")]
+    Other(String),
+}
