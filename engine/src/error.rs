@@ -95,6 +95,9 @@ pub enum Error {
     #[error("operation {op} is held by process {pid} (at step \"{step}\"): wait for it to finish")]
     OperationBusy { op: String, pid: u32, step: String },
 
+    #[error("image {uuid} is locked by another imgadm process: wait for it to finish, then try again")]
+    ImageLocked { uuid: String },
+
     #[error("timed out after {seconds} s waiting for {what}{}", .holder.as_ref().map(|h| format!(" (held by {h})")).unwrap_or_default())]
     LockTimeout { what: String, seconds: u64, holder: Option<String> },
 
@@ -146,6 +149,7 @@ impl Error {
             Error::VmNotFound(_) => "VmNotFound",
             Error::Journal(_) => "JournalError",
             Error::OperationBusy { .. } => "OperationBusy",
+            Error::ImageLocked { .. } => "ImageLocked",
             Error::LockTimeout { .. } => "LockTimeout",
             Error::FileSystem { .. } => "FileSystem",
             Error::Internal(_) => "InternalError",

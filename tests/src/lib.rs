@@ -1,1 +1,7 @@
+//! Test support for imgadm-rs's end-to-end tests: a world per test (state
+//! directory, pool, the real binary), a real zfs-fuse pool per test, and a
+//! test Images API server that behaves as the recorded real one.
 
+pub mod harness;
+pub mod images;
+pub mod zfs;

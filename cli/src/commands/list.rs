@@ -1,0 +1,75 @@
+//! `imgadm list [FILTER...] [-j] [-H] [-o FIELD,...] [-s FIELD,...]`
+
+use std::io::Write;
+
+use imgadm_engine::context::Context;
+use imgadm_engine::images::ImageInfo;
+use imgadm_engine::listing::{self, Filters, Row, RowExtras, SortKey, LIST_COLUMNS, LIST_SORT};
+use imgadm_engine::verbs::query;
+use imgadm_engine::{Error, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// JSON output.
+    #[arg(short = 'j', long = "json")]
+    json: bool,
+    /// Do not print the table header.
+    #[arg(short = 'H')]
+    no_header: bool,
+    /// Fields (columns) to print, comma-separated. Default: uuid,name,version,os,type,pub.
+    #[arg(short = 'o', value_name = "FIELD,...")]
+    columns: Option<String>,
+    /// Sort on these fields, comma-separated; `-FIELD` reverses. Default: published_at,name.
+    #[arg(short = 's', value_name = "FIELD,...")]
+    sort: Option<String>,
+    /// Filters `FIELD=VALUE` (`FIELD=~SUBSTRING`, `FIELD=true|false`; dotted fields).
+    filters: Vec<String>,
+}
+
+pub fn run(cx: Context, args: Args) -> Result<()> {
+    let filters = Filters::parse(&args.filters)?;
+    let sort = SortKey::parse_list(args.sort.as_deref().unwrap_or(&LIST_SORT.join(",")))?;
+    let mut rows = filters.apply(query::installed_images(&cx, None)?.into_iter().map(row).collect());
+    listing::sort_rows(&mut rows, &sort);
+    print_rows(&rows, args.json, args.no_header, args.columns.as_deref(), LIST_COLUMNS)
+}
+
+pub fn row(info: ImageInfo) -> Row {
+    Row::new(
+        info.parsed,
+        RowExtras {
+            zpool: Some(info.zpool),
+            source: info.source,
+            clone_names: Some(info.clone_names),
+            driver: Some(info.driver.to_string()),
+        },
+    )
+}
+
+/// The table (or `-j` array) of rows, as list, avail and ancestry print it.
+pub fn print_rows(rows: &[Row], json: bool, no_header: bool, columns: Option<&str>, default: &[&str]) -> Result<()> {
+    if json {
+        let infos: Vec<serde_json::Value> = rows.iter().map(Row::info_json).collect();
+        return print_json(&serde_json::Value::Array(infos));
+    }
+    let columns = match columns {
+        Some(text) => listing::parse_field_list("-o", text)?,
+        None => default.iter().map(|c| c.to_string()).collect(),
+    };
+    write_stdout(listing::render_table(rows, &columns, !no_header).as_bytes())
+}
+
+pub fn print_json(value: &serde_json::Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::internal(e.to_string()))?;
+    text.push('\n');
+    write_stdout(text.as_bytes())
+}
+
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        // A closed pipe (`imgadm list | head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| Error::io("cannot write to stdout", e)),
+    }
+}

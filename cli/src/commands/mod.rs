@@ -1,0 +1,106 @@
+//! One module per verb: each holds its clap arguments (the doc comments are
+//! the help text) and one `run` function. This file is only the verb enum
+//! and the dispatch.
+
+mod ancestry;
+mod delete;
+mod get;
+mod history;
+mod install;
+mod journal;
+mod list;
+
+use std::sync::Arc;
+
+use clap::Subcommand;
+use imgadm_engine::context::Context;
+use imgadm_engine::Result;
+
+use crate::reporter::CliReporter;
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the help of imgadm or of one of its commands.
+    #[command(visible_alias = "?")]
+    Help(HelpArgs),
+    /// Install an image from a local manifest and file.
+    Install(install::Args),
+    /// List installed images.
+    List(list::Args),
+    /// Show the info of an installed image.
+    #[command(visible_alias = "info")]
+    Get(get::Args),
+    /// List the ancestry (origin chain) of an installed image.
+    Ancestry(ancestry::Args),
+    /// Delete an installed image.
+    #[command(visible_alias = "destroy")]
+    Delete(delete::Args),
+    /// Every operation that touched an image (or all), from the journal.
+    History(history::Args),
+    /// Inspect, verify, export, resume and roll back journaled operations.
+    #[command(subcommand)]
+    Journal(journal::Command),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HelpArgs {
+    /// The command to show the help of.
+    command: Vec<String>,
+}
+
+/// The canonical name of the verb in `argv`, for error lines.
+pub fn verb_of(argv: &[String]) -> String {
+    let word = argv.iter().skip(1).find(|a| !a.starts_with('-')).cloned().unwrap_or_default();
+    match word.as_str() {
+        "info" => "get".to_string(),
+        "destroy" => "delete".to_string(),
+        "available" => "avail".to_string(),
+        "?" => "help".to_string(),
+        _ => word,
+    }
+}
+
+/// Builds the engine context for a verb that reads or changes images, and
+/// warns (on stderr) about interrupted operations.
+fn context(argv: Vec<String>, quiet: bool) -> Result<Context> {
+    let cx = Context::from_env(argv, Arc::new(CliReporter::new(quiet)))?;
+    journal::warn_interrupted(&cx);
+    Ok(cx)
+}
+
+pub fn run(command: Command, argv: Vec<String>) -> Result<()> {
+    match command {
+        Command::Help(args) => help(&args.command),
+        Command::Install(args) => install::run(context(argv, args.quiet)?, args),
+        Command::List(args) => list::run(context(argv, false)?, args),
+        Command::Get(args) => get::run(context(argv, false)?, args),
+        Command::Ancestry(args) => ancestry::run(context(argv, false)?, args),
+        Command::Delete(args) => delete::run(context(argv, false)?, args),
+        Command::History(args) => history::run(context(argv, false)?, args),
+        Command::Journal(command) => journal::run(command, argv),
+    }
+}
+
+fn help(path: &[String]) -> Result<()> {
+    use clap::CommandFactory;
+    let mut cmd = crate::Cli::command();
+    let mut current = &mut cmd;
+    for name in path {
+        let Some(sub) = current.find_subcommand_mut(name) else {
+            return Err(imgadm_engine::Error::Usage(format!("unknown command: \"{name}\"")));
+        };
+        current = sub;
+    }
+    let name = std::iter::once("imgadm".to_string()).chain(path.iter().cloned()).collect::<Vec<_>>().join(" ");
+    let mut cmd = current.clone().bin_name(name);
+    let _ = cmd.print_help();
+    Ok(())
+}
+
+/// `-P POOL`, parsed; `zones` when not given.
+pub fn pool_arg(value: &Option<String>) -> Result<imgadm_engine::ids::PoolName> {
+    match value {
+        Some(name) => imgadm_engine::ids::PoolName::parse(name),
+        None => Ok(imgadm_engine::ids::PoolName::default()),
+    }
+}

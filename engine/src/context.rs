@@ -1,0 +1,88 @@
+//! What every verb needs: the state directory, the journal, the config, the
+//! chosen driver, who is running it, and where to report.
+
+use std::sync::Arc;
+
+use imgadm_journal::Journal;
+
+use crate::error::{Error, Result};
+use crate::ids::PoolName;
+use crate::operation::Invocation;
+use crate::pool::dir::DirPool;
+use crate::pool::zfs::ZfsPool;
+use crate::pool::{DriverKind, Pool};
+use crate::report::Reporter;
+use crate::state::{self, Config, StateDir};
+
+pub struct Context {
+    pub state: StateDir,
+    pub journal: Journal,
+    pub config: Config,
+    pub driver: DriverKind,
+    pub invocation: Invocation,
+    pub reporter: Arc<dyn Reporter>,
+}
+
+impl Context {
+    /// The context of this process: state from the environment, the config
+    /// read, the driver chosen as `state::choose_driver` says.
+    pub fn from_env(argv: Vec<String>, reporter: Arc<dyn Reporter>) -> Result<Context> {
+        let state = StateDir::from_env();
+        let config = Config::load(&state)?;
+        let driver = state::choose_driver(&config)?;
+        Ok(Context {
+            journal: Journal::new(state.journal_dir()),
+            state,
+            config,
+            driver,
+            invocation: Invocation::current(argv),
+            reporter,
+        })
+    }
+
+    /// Opens one pool of this command's driver. `create` makes a missing dir
+    /// pool (on first install); a missing zpool is always an error.
+    pub fn open_pool(&self, name: &PoolName, create: bool) -> Result<Box<dyn Pool>> {
+        match self.driver {
+            DriverKind::Zfs => Ok(Box::new(ZfsPool::open(name)?)),
+            DriverKind::Dir => Ok(Box::new(DirPool::open(&self.state.dir_pools_root(), name, create)?)),
+        }
+    }
+
+    /// Every imported pool of this command's driver (what `list` covers).
+    pub fn pools(&self) -> Result<Vec<Box<dyn Pool>>> {
+        let names = match self.driver {
+            DriverKind::Zfs => ZfsPool::imported()?,
+            DriverKind::Dir => DirPool::list(&self.state.dir_pools_root())?,
+        };
+        names.iter().map(|name| self.open_pool(name, false)).collect()
+    }
+
+    /// `-P POOL` if given, else the pools to act on: one when named, every
+    /// imported one otherwise.
+    pub fn pools_or(&self, only: Option<&PoolName>) -> Result<Vec<Box<dyn Pool>>> {
+        match only {
+            Some(name) => Ok(vec![self.open_pool(name, false)?]),
+            None => self.pools(),
+        }
+    }
+
+    pub fn info(&self, line: &str) {
+        self.reporter.info(line);
+    }
+
+    pub fn warn(&self, line: &str) {
+        self.reporter.warn(line);
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("state", &self.state).field("driver", &self.driver).finish()
+    }
+}
+
+/// A missing zpool named with `-P` under the zfs driver.
+pub fn no_such_pool(name: &PoolName, driver: DriverKind) -> Error {
+    Error::PoolNotFound { pool: name.to_string(), driver: driver.to_string() }
+}

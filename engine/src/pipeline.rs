@@ -1,0 +1,242 @@
+//! The streaming pass that takes an image file into a pool: file bytes are
+//! counted and hashed on their way to the decompressor, the decompressed
+//! stream's BEGIN record is decoded (so the journal knows the guid it will
+//! create before anything is received), and the stream goes to the pool's
+//! receive. No second read of the file, no copy of the whole stream in
+//! memory: memory stays flat whatever the image size.
+
+use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sha1::{Digest, Sha1};
+
+use crate::compression::{self, Compression};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::failpoint::{self, When};
+use crate::ids::DatasetName;
+use crate::operation::Operation;
+use crate::pool::Received;
+use crate::report::Progress;
+use crate::steps::{self, ReceivePlan, RECV};
+use crate::zstream;
+
+/// Where the compressed image bytes come from.
+pub enum StreamSource {
+    /// A local file (install, or a download already complete).
+    File(PathBuf),
+    /// Bytes arriving as they are fetched (import).
+    Reader(Box<dyn Read + Send>),
+}
+
+pub struct PipelineOutcome {
+    pub bytes: u64,
+    pub sha1: String,
+    pub received: Received,
+}
+
+/// What the verifier learned once the file's last byte went through.
+#[derive(Default)]
+struct Verified {
+    bytes: u64,
+    sha1: Option<String>,
+}
+
+/// Counts and hashes the compressed bytes; at the end checks them against
+/// the manifest, so a wrong file fails the receive before it is committed.
+struct VerifyingReader<R> {
+    inner: R,
+    hasher: Sha1,
+    bytes: u64,
+    expected_size: Option<u64>,
+    expected_sha1: Option<String>,
+    uuid: String,
+    result: Arc<Mutex<Verified>>,
+    progress: Box<dyn Progress>,
+    /// The step whose `during` failpoint fires at half of the expected bytes.
+    during: Option<(&'static str, u64)>,
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return self.finish().map(|()| 0);
+        }
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        self.progress.advance(n as u64);
+        if let Some((step, half)) = self.during {
+            if self.bytes >= half {
+                failpoint::check(step, When::During);
+            }
+        }
+        if let Some(expected) = self.expected_size {
+            if self.bytes > expected {
+                return Err(io::Error::other(self.size_error()));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl<R> VerifyingReader<R> {
+    fn size_error(&self) -> Error {
+        Error::DownloadError(format!(
+            "image {} file size error: manifest says {} bytes, the file has {}{} bytes",
+            self.uuid,
+            self.expected_size.unwrap_or(0),
+            if self.bytes > self.expected_size.unwrap_or(0) { "more than " } else { "" },
+            self.bytes
+        ))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        let mut result = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        if result.sha1.is_some() {
+            return Ok(());
+        }
+        if self.expected_size.is_some_and(|e| e != self.bytes) {
+            return Err(io::Error::other(self.size_error()));
+        }
+        let sha1 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if let Some(expected) = &self.expected_sha1 {
+            if *expected != sha1 {
+                return Err(io::Error::other(Error::DownloadError(format!(
+                    "image {} file checksum (sha1) error: manifest says \"{expected}\", the file's is \"{sha1}\"",
+                    self.uuid
+                ))));
+            }
+        }
+        self.progress.finish();
+        result.bytes = self.bytes;
+        result.sha1 = Some(sha1);
+        Ok(())
+    }
+}
+
+/// Turns a decompressor's own errors into `UncompressionError`; errors it
+/// passed through from below (the verifier's) stay what they are.
+struct DecodeErrors<R> {
+    inner: R,
+    compression: Compression,
+}
+
+impl<R: Read> Read for DecodeErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+                e
+            } else {
+                io::Error::other(Error::Uncompression {
+                    compression: self.compression.as_str().to_string(),
+                    detail: format!("{e}: the file is corrupt; fetch it again"),
+                })
+            }
+        })
+    }
+}
+
+/// An io::Error back into the engine error it carries, if it carries one.
+pub fn from_io(e: io::Error, context: &str) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        if let Some(inner) = e.into_inner() {
+            if let Ok(err) = inner.downcast::<Error>() {
+                return *err;
+            }
+        }
+        return Error::internal(context.to_string());
+    }
+    Error::internal(format!("{context}: {e}"))
+}
+
+/// Runs the pass for one image into `target`. "recv" begun is recorded by
+/// the pool's `started` callback, after the BEGIN record is decoded and
+/// before any byte is received. On failure whatever the receive left is
+/// destroyed before returning.
+pub fn run(
+    op: &mut Operation,
+    cx: &Context,
+    plan: &ReceivePlan,
+    target: &DatasetName,
+    source: StreamSource,
+) -> Result<PipelineOutcome> {
+    let files0 = plan.manifest.files0().unwrap_or_default();
+    let raw: Box<dyn Read + Send> = match source {
+        StreamSource::File(path) => Box::new(
+            std::fs::File::open(&path).map_err(|e| Error::io_path("cannot open image file", &path, e))?,
+        ),
+        StreamSource::Reader(reader) => reader,
+    };
+    let mut buffered = BufReader::with_capacity(1 << 20, raw);
+    let head = buffered.fill_buf().map_err(|e| from_io(e, "cannot read image file"))?.to_vec();
+    let compression = match files0.compression.as_deref() {
+        Some(declared) => {
+            let declared = Compression::parse(declared).ok_or_else(|| {
+                Error::InvalidManifest(format!("unknown files[0].compression \"{declared}\""))
+            })?;
+            compression::check_magic(declared, &head)?;
+            declared
+        }
+        None => compression::sniff(&head).unwrap_or(Compression::None),
+    };
+    let result = Arc::new(Mutex::new(Verified::default()));
+    let title = format!("Image {}", plan.uuid);
+    let verifier = VerifyingReader {
+        inner: buffered,
+        hasher: Sha1::new(),
+        bytes: 0,
+        expected_size: files0.size,
+        expected_sha1: files0.sha1.clone(),
+        uuid: plan.uuid.to_string(),
+        result: result.clone(),
+        progress: cx.reporter.progress(&title, files0.size),
+        during: failpoint::during_armed(RECV).then(|| (RECV, files0.size.unwrap_or(0) / 2)),
+    };
+    let mut decoded = DecodeErrors { inner: compression::decoder(compression, Box::new(verifier)), compression };
+
+    let mut header = [0u8; zstream::BEGIN_RECORD_LEN];
+    decoded.read_exact(&mut header).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => Error::InvalidStream("the stream ends before its BEGIN record".to_string()),
+        _ => from_io(e, "cannot read the stream's BEGIN record"),
+    })?;
+    let begin = zstream::read_begin(&header)?;
+    match (plan.origin_guid, begin.fromguid) {
+        (None, 0) => {}
+        (None, from) => {
+            return Err(Error::InvalidStream(format!(
+                "the stream is incremental (from guid {from}) but the manifest has no origin"
+            )))
+        }
+        (Some(expected), from) if expected != from => {
+            return Err(Error::InvalidStream(format!(
+                "the stream is incremental from guid {from}, but origin {}'s @final has guid {expected}",
+                plan.origin.as_ref().map(|o| o.to_string()).unwrap_or_default()
+            )))
+        }
+        _ => {}
+    }
+    let mut stream = Cursor::new(header.to_vec()).chain(decoded);
+    let mut recv_recorded = false;
+    let received = plan.pool.receive(target, plan.origin.as_ref(), &mut stream, &mut |pid| {
+        recv_recorded = true;
+        op.begun(RECV, steps::recv_begun_data(plan.uuid, target, begin.toguid, begin.fromguid, pid))
+    });
+    let outcome = received.and_then(|received| {
+        // The receive may stop reading at the END record; the file's tail
+        // (a compressor's trailer) must still be read and checked.
+        io::copy(&mut stream, &mut io::sink()).map_err(|e| from_io(e, "cannot read image file"))?;
+        let verified = result.lock().unwrap_or_else(|p| p.into_inner());
+        match &verified.sha1 {
+            Some(sha1) => Ok(PipelineOutcome { bytes: verified.bytes, sha1: sha1.clone(), received }),
+            None => Err(Error::internal("the image file was not read to its end")),
+        }
+    });
+    if outcome.is_err() && recv_recorded {
+        if let crate::operation::StepState::Begun { begun } = op.step_state(RECV, Some(&plan.uuid.to_string())) {
+            steps::undo_recv(cx, &begun)?;
+        }
+    }
+    outcome
+}

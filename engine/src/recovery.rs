@@ -1,0 +1,120 @@
+//! Interrupted operations: finding them, resuming them, rolling them back.
+//!
+//! An operation is interrupted when the journal has no "operation ended"
+//! for it and its operation lock is free (its process is gone: pids are
+//! recorded, never trusted). Resume continues from the last step done;
+//! rollback undoes the steps begun, latest first, and never touches what
+//! the operation did not create.
+
+use std::path::Path;
+
+use imgadm_journal::{OpId, OperationSummary};
+use serde_json::Value;
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::ids::ImageUuid;
+use crate::lock::{self, LockMode, OpLock};
+use crate::operation::{Operation, Outcome, StepState};
+use crate::steps;
+
+/// Every interrupted operation, oldest first.
+pub fn interrupted(cx: &Context) -> Result<Vec<OperationSummary>> {
+    let mut found = Vec::new();
+    for op in cx.journal.open_operations()? {
+        if !OpLock::is_held(&cx.state, &op.id.to_string())? {
+            found.push(op);
+        }
+    }
+    Ok(found)
+}
+
+/// The interrupted `verb` operation on `image`, if there is one: re-running
+/// the same command takes it over.
+pub fn interrupted_for(cx: &Context, verb: &str, image: ImageUuid) -> Result<Option<OpId>> {
+    let image = image.to_string();
+    Ok(interrupted(cx)?
+        .into_iter()
+        .find(|op| op.verb == verb && op.images.first() == Some(&image))
+        .map(|op| op.id))
+}
+
+/// Journals a command refused before it changed anything (bad manifest,
+/// bad uuid, missing origin): an operation with one failed step.
+pub fn record_refusal(cx: &Context, verb: &str, input: &Path, step: &str, error: Error) -> Error {
+    let recorded = (|| -> Result<()> {
+        let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, verb, &[])?;
+        op.begun(step, serde_json::json!({"input": input.display().to_string()}))?;
+        op.failed(step, None, &error)?;
+        op.end(Outcome::Failed, Some(&error))
+    })();
+    match recorded {
+        Ok(()) => error,
+        Err(journal_error) => Error::Multi(vec![error, journal_error]),
+    }
+}
+
+fn step_begun_data(op: &Operation, step: &str, image: Option<&str>) -> Option<Value> {
+    match op.step_state(step, image) {
+        StepState::Begun { begun } | StepState::Done { begun, .. } => Some(begun),
+        _ => None,
+    }
+}
+
+/// `imgadm journal resume OP`.
+pub fn resume(cx: &Context, id: &OpId) -> Result<()> {
+    let op = Operation::take_over(&cx.state, &cx.journal, &cx.invocation, id, "resume")?;
+    match op.verb.as_str() {
+        "install" => {
+            let Some(data) = step_begun_data(&op, "validate", op_image(&op).as_deref()) else {
+                return abandon_unstarted(cx, op);
+            };
+            crate::verbs::install::resume(cx, op, &data)
+        }
+        "delete" => crate::verbs::delete::resume(cx, op),
+        verb => Err(Error::NotSupported(format!(
+            "resuming a \"{verb}\" operation is not supported: roll it back with `imgadm journal rollback {id}`"
+        ))),
+    }
+}
+
+/// The image an operation is about (the first it names).
+pub fn op_image(op: &Operation) -> Option<String> {
+    op.images().first().cloned()
+}
+
+/// An operation interrupted before it did anything has nothing to resume.
+fn abandon_unstarted(cx: &Context, op: Operation) -> Result<()> {
+    let id = op.id.clone();
+    op.end(Outcome::Abandoned, None)?;
+    cx.info(&format!("Operation {id} had not started any step: marked abandoned"));
+    Ok(())
+}
+
+/// `imgadm journal rollback OP`: undo every step begun, latest first. A
+/// delete whose destroy is done cannot be undone; it is finished instead.
+pub fn rollback(cx: &Context, id: &OpId) -> Result<()> {
+    let mut op = Operation::take_over(&cx.state, &cx.journal, &cx.invocation, id, "rollback")?;
+    if op.verb == "delete" {
+        if let Some(image) = op_image(&op) {
+            if let StepState::Done { .. } = op.step_state(steps::DESTROY, Some(&image)) {
+                cx.info(&format!(
+                    "Operation {id} already destroyed image {image}: it cannot be undone, finishing the delete instead"
+                ));
+                return crate::verbs::delete::resume(cx, op);
+            }
+        }
+    }
+    let wanted: Vec<(ImageUuid, LockMode)> = op
+        .images()
+        .iter()
+        .filter_map(|i| ImageUuid::parse(i).ok())
+        .map(|u| (u, LockMode::Exclusive))
+        .collect();
+    let locks = lock::try_lock_images(&cx.state, &wanted)?;
+    steps::roll_back(&mut op, cx)?;
+    op.end(Outcome::RolledBack, None)?;
+    drop(locks);
+    cx.info(&format!("Rolled back operation {id}"));
+    Ok(())
+}

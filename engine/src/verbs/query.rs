@@ -1,0 +1,74 @@
+//! The read-only verbs: `list`, `get`, `ancestry`. They read the pools and
+//! the manifest cache; they take no lock and write nothing.
+
+use serde_json::{json, Value};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::ids::{ImageUuid, PoolName};
+use crate::images::{self, ImageInfo, PoolImages};
+
+/// Every image on every imported pool of the driver (or on `only`).
+pub fn installed_images(cx: &Context, only: Option<&PoolName>) -> Result<Vec<ImageInfo>> {
+    let zone_roots = images::zone_roots();
+    let mut infos = Vec::new();
+    for pool in cx.pools_or(only)? {
+        let scan = PoolImages::scan(pool.as_ref(), &zone_roots)?;
+        for uuid in scan.images.keys() {
+            infos.push(scan.info(&cx.state, pool.driver(), *uuid));
+        }
+    }
+    Ok(infos)
+}
+
+/// The pool that holds `uuid`: `-P` when given, else the first imported
+/// pool that has it (the default pool first).
+fn find(cx: &Context, pool: Option<&PoolName>, uuid: ImageUuid) -> Result<PoolImages> {
+    let zone_roots = images::zone_roots();
+    let default = PoolName::default();
+    let mut pools = cx.pools_or(pool)?;
+    pools.sort_by_key(|p| p.name() != &default);
+    for p in &pools {
+        let scan = PoolImages::scan(p.as_ref(), &zone_roots)?;
+        if scan.images.contains_key(&uuid) {
+            return Ok(scan);
+        }
+    }
+    Err(Error::ImageNotInstalled { uuid: uuid.to_string(), pool: pool.unwrap_or(&default).to_string() })
+}
+
+/// `get [-r]`: `{manifest, zpool, source?, driver}`, with `children` for -r.
+pub fn get(cx: &Context, pool: Option<&PoolName>, uuid: ImageUuid, children: bool) -> Result<Value> {
+    let scan = find(cx, pool, uuid)?;
+    let info = scan.info(&cx.state, cx.driver, uuid);
+    let mut value = json!({"manifest": info.manifest, "zpool": info.zpool});
+    if let Some(source) = &info.source {
+        value["source"] = json!(source);
+    }
+    value["driver"] = json!(info.driver);
+    if children {
+        let (snapshots, clones) = scan.children(uuid);
+        value["children"] = json!({"snapshots": snapshots, "clones": clones});
+    }
+    Ok(value)
+}
+
+/// `ancestry`: the image, its origin, the origin's origin... down to the
+/// base, all installed on one pool; any missing link is ImageNotInstalled.
+pub fn ancestry(cx: &Context, pool: Option<&PoolName>, uuid: ImageUuid) -> Result<Vec<ImageInfo>> {
+    let scan = find(cx, pool, uuid)?;
+    let mut chain: Vec<ImageInfo> = Vec::new();
+    let mut next = Some(uuid);
+    while let Some(current) = next {
+        if chain.iter().any(|i| i.uuid == current) {
+            return Err(Error::internal(format!("image {current} is its own ancestor: the manifest cache is corrupt")));
+        }
+        if !scan.images.contains_key(&current) {
+            return Err(Error::ImageNotInstalled { uuid: current.to_string(), pool: scan.pool.to_string() });
+        }
+        let info = scan.info(&cx.state, cx.driver, current);
+        next = info.parsed.origin()?;
+        chain.push(info);
+    }
+    Ok(chain)
+}
