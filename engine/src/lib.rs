@@ -2,6 +2,8 @@
 
 pub mod error;
 pub mod ids;
+pub mod listing;
+pub mod manifest;
 pub mod pool;
 
 pub use error::{Error, Result};
