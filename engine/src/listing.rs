@@ -93,7 +93,11 @@ impl Row {
             put("docker_tags", Value::Array(docker_tags));
         }
 
-        Row { manifest, extras, fields }
+        Row {
+            manifest,
+            extras,
+            fields,
+        }
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -138,11 +142,12 @@ impl Row {
     /// `files.0.size`): each step looks up an object key or an array index.
     fn lookup(&self, path: &[String]) -> Option<&Value> {
         let (first, rest) = path.split_first()?;
-        rest.iter().try_fold(self.fields.get(first)?, |value, step| match value {
-            Value::Object(map) => map.get(step),
-            Value::Array(items) => step.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        })
+        rest.iter()
+            .try_fold(self.fields.get(first)?, |value, step| match value {
+                Value::Object(map) => map.get(step),
+                Value::Array(items) => step.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            })
     }
 }
 
@@ -189,7 +194,9 @@ pub struct Filter {
 impl Filter {
     pub fn parse(arg: &str) -> Result<Filter> {
         let (field, value) = arg.split_once('=').ok_or_else(|| {
-            Error::Usage(format!("invalid filter: \"{arg}\" (must be of the form \"field=value\")"))
+            Error::Usage(format!(
+                "invalid filter: \"{arg}\" (must be of the form \"field=value\")"
+            ))
         })?;
         let expected = match value {
             "true" => Expected::Bool(true),
@@ -212,7 +219,9 @@ impl Filter {
 
     /// A row without the field never matches.
     pub fn matches(&self, row: &Row) -> bool {
-        let Some(actual) = row.lookup(&self.path) else { return false };
+        let Some(actual) = row.lookup(&self.path) else {
+            return false;
+        };
         match &self.expected {
             Expected::Bool(b) => actual.as_bool() == Some(*b),
             Expected::Contains(needle) => match actual {
@@ -260,7 +269,9 @@ impl Filters {
 pub fn parse_field_list(option: &str, text: &str) -> Result<Vec<String>> {
     let fields: Vec<String> = text.trim().split(',').map(|f| f.trim().to_string()).collect();
     if fields.iter().any(String::is_empty) {
-        return Err(Error::Usage(format!("invalid {option} field list: \"{text}\" (empty field name)")));
+        return Err(Error::Usage(format!(
+            "invalid {option} field list: \"{text}\" (empty field name)"
+        )));
     }
     Ok(fields)
 }
@@ -281,12 +292,18 @@ impl SortKey {
         if field.is_empty() {
             return Err(Error::Usage(format!("invalid sort field: \"{key}\"")));
         }
-        Ok(SortKey { field: field.to_string(), reverse })
+        Ok(SortKey {
+            field: field.to_string(),
+            reverse,
+        })
     }
 
     /// Parses a `-s` option value (`published_at,-name`).
     pub fn parse_list(text: &str) -> Result<Vec<SortKey>> {
-        parse_field_list("-s", text)?.iter().map(|key| SortKey::parse(key)).collect()
+        parse_field_list("-s", text)?
+            .iter()
+            .map(|key| SortKey::parse(key))
+            .collect()
     }
 
     fn compare(&self, a: &Row, b: &Row) -> Ordering {
@@ -314,7 +331,10 @@ pub fn sort_rows(rows: &mut [Row], keys: &[SortKey]) {
 /// Values that are neither (a number against a word) compare equal, as
 /// JavaScript's `<` and `>` are both false for them.
 fn compare_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
-    let (a_number, b_number) = (a.map_or(f64::NAN, js::to_number), b.map_or(f64::NAN, js::to_number));
+    let (a_number, b_number) = (
+        a.map_or(f64::NAN, js::to_number),
+        b.map_or(f64::NAN, js::to_number),
+    );
     if !a_number.is_nan() && !b_number.is_nan() {
         return a_number.partial_cmp(&b_number).unwrap_or(Ordering::Equal);
     }
@@ -365,7 +385,13 @@ pub fn render_table<S: AsRef<str>>(rows: &[Row], columns: &[S], header: bool) ->
         lines.push(columns.iter().map(|c| cell(row.field(c.as_ref()))).collect());
     }
     let widths: Vec<usize> = (0..columns.len())
-        .map(|i| lines.iter().map(|line| line[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            lines
+                .iter()
+                .map(|line| line[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
 
     let mut out = String::new();
@@ -375,7 +401,7 @@ pub fn render_table<S: AsRef<str>>(rows: &[Row], columns: &[S], header: bool) ->
         for (i, text) in line.iter().enumerate() {
             text_line.push_str(text);
             if i != last {
-                text_line.extend(std::iter::repeat(' ').take(widths[i] - text.chars().count() + 2));
+                text_line.extend(std::iter::repeat_n(' ', widths[i] - text.chars().count() + 2));
             }
         }
         // An empty last cell would leave the padding of the one before it.
@@ -391,9 +417,18 @@ mod tests {
 
     #[test]
     fn fractional_seconds_are_stripped_only_at_the_end() {
-        assert_eq!(strip_fractional_seconds("2018-10-11T12:45:24.804Z"), "2018-10-11T12:45:24Z");
-        assert_eq!(strip_fractional_seconds("2018-10-11T12:45:24Z"), "2018-10-11T12:45:24Z");
-        assert_eq!(strip_fractional_seconds("2018-10-11T12:45:24.Z"), "2018-10-11T12:45:24.Z");
+        assert_eq!(
+            strip_fractional_seconds("2018-10-11T12:45:24.804Z"),
+            "2018-10-11T12:45:24Z"
+        );
+        assert_eq!(
+            strip_fractional_seconds("2018-10-11T12:45:24Z"),
+            "2018-10-11T12:45:24Z"
+        );
+        assert_eq!(
+            strip_fractional_seconds("2018-10-11T12:45:24.Z"),
+            "2018-10-11T12:45:24.Z"
+        );
         assert_eq!(strip_fractional_seconds("weird.5"), "weird.5");
     }
 

@@ -260,7 +260,9 @@ impl Manifest {
         } else if has_creator {
             1.0
         } else {
-            return Err(Error::InvalidManifest("manifest does not have a \"v\" field".to_string()));
+            return Err(Error::InvalidManifest(
+                "manifest does not have a \"v\" field".to_string(),
+            ));
         };
         if version >= MANIFEST_V as f64 {
             return Ok(self);
@@ -304,7 +306,10 @@ impl Manifest {
 
         let disabled = self.0.get("disabled").is_some_and(js::is_truthy);
         self.set("disabled", Value::Bool(disabled));
-        self.set("state", Value::String(if disabled { "disabled" } else { "active" }.to_string()));
+        self.set(
+            "state",
+            Value::String(if disabled { "disabled" } else { "active" }.to_string()),
+        );
 
         if !self.0.get("published_at").is_some_and(js::is_truthy) {
             if let Some(created_at) = self.0.get("created_at").filter(|v| js::is_truthy(v)).cloned() {
@@ -361,7 +366,9 @@ impl Manifest {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(Error::ManifestValidation(problems.iter().map(Problem::render).collect()))
+            Err(Error::ManifestValidation(
+                problems.iter().map(Problem::render).collect(),
+            ))
         }
     }
 
@@ -417,16 +424,10 @@ impl Manifest {
                     say("\"v\" must be a positive integer".to_string());
                 }
             }
-            "uuid" | "owner" | "origin" => {
-                if !value.as_str().is_some_and(|s| ImageUuid::parse(s).is_ok()) {
-                    problems.push(Problem::invalid(field));
-                }
+            "uuid" | "owner" | "origin" if value.as_str().is_none_or(|s| ImageUuid::parse(s).is_err()) => {
+                problems.push(Problem::invalid(field))
             }
-            "urn" => {
-                if !value.is_string() {
-                    problems.push(Problem::invalid(field));
-                }
-            }
+            "urn" if !value.is_string() => problems.push(Problem::invalid(field)),
             "name" => match value.as_str() {
                 None => say(not_a("name", "string", value)),
                 Some(name) if js::length(name) > MAX_NAME_LENGTH => {
@@ -465,28 +466,16 @@ impl Manifest {
                     _ => say(format!("invalid image {label} URL protocol")),
                 }
             }
-            "disabled" | "activated" => {
-                if bool_like(value).is_none() {
-                    problems.push(Problem::invalid(field));
-                }
+            "disabled" | "activated" if bool_like(value).is_none() => problems.push(Problem::invalid(field)),
+            "public" | "icon" | "generate_passwords" if bool_like(value).is_none() => say(format!(
+                "invalid image \"{field}\" (not an accepted boolean value): {}",
+                js::to_json(value)
+            )),
+            "published_at" if js::is_truthy(value) && !value.as_str().is_some_and(is_published_at) => {
+                say("published_at date not in \"YYYY-MM-DDTHH:MM:SS(.SSS)Z\" format".to_string())
             }
-            "public" | "icon" | "generate_passwords" => {
-                if bool_like(value).is_none() {
-                    say(format!(
-                        "invalid image \"{field}\" (not an accepted boolean value): {}",
-                        js::to_json(value)
-                    ));
-                }
-            }
-            "published_at" => {
-                if js::is_truthy(value) && !value.as_str().is_some_and(is_published_at) {
-                    say("published_at date not in \"YYYY-MM-DDTHH:MM:SS(.SSS)Z\" format".to_string());
-                }
-            }
-            "state" => {
-                if !value.as_str().is_some_and(|s| VALID_STATES.contains(&s)) {
-                    problems.push(Problem::invalid(field));
-                }
+            "state" if value.as_str().is_none_or(|s| !VALID_STATES.contains(&s)) => {
+                problems.push(Problem::invalid(field))
             }
             "type" | "os" => {
                 let valid = if field == "type" { VALID_TYPES } else { VALID_OSES };
@@ -503,11 +492,7 @@ impl Manifest {
                     )),
                 }
             }
-            "error" => {
-                if !value.is_object() {
-                    say(not_a("error", "object", value));
-                }
-            }
+            "error" if !value.is_object() => say(not_a("error", "object", value)),
             "files" => check_files(value, &mut say),
             "acl" => match value.as_array() {
                 None => say(not_a("acl", "array", value)),
@@ -515,7 +500,7 @@ impl Manifest {
                     let bad = acl
                         .iter()
                         .enumerate()
-                        .find(|(_, uuid)| !uuid.as_str().is_some_and(|s| ImageUuid::parse(s).is_ok()));
+                        .find(|(_, uuid)| uuid.as_str().is_none_or(|s| ImageUuid::parse(s).is_err()));
                     if let Some((index, uuid)) = bad {
                         say(format!(
                             "invalid image \"acl\" (item {index} is not a UUID): {}",
@@ -540,7 +525,7 @@ impl Manifest {
                 None => say(not_a("billing_tags", "array", value)),
                 Some(tags) => {
                     for tag in tags {
-                        if !tag.as_str().is_some_and(|t| js::length(t) <= MAX_BILLING_TAG_LENGTH) {
+                        if tag.as_str().is_none_or(|t| js::length(t) > MAX_BILLING_TAG_LENGTH) {
                             say(format!("invalid image \"billing_tags\" entry: {}", js::to_json(tag)));
                         }
                     }
@@ -641,7 +626,11 @@ fn check_files(value: &Value, say: &mut impl FnMut(String)) {
     }
     match member("compression") {
         None => say("invalid image \"files\": file missing \"compression\" field".to_string()),
-        Some(compression) if !compression.as_str().is_some_and(|c| VALID_COMPRESSIONS.contains(&c)) => {
+        Some(compression)
+            if !compression
+                .as_str()
+                .is_some_and(|c| VALID_COMPRESSIONS.contains(&c)) =>
+        {
             say(format!(
                 "invalid image \"files\": invalid compression \"{}\" (must be one of {})",
                 js::to_js_string(compression),
@@ -656,7 +645,10 @@ fn check_files(value: &Value, say: &mut impl FnMut(String)) {
 /// imgmanifest does; an unknown key is reported under its own name.
 fn check_requirements(value: &Value, problems: &mut Vec<Problem>) {
     let Some(reqs) = value.as_object() else {
-        problems.push(Problem::invalid_with("requirements", not_a("requirements", "object", value)));
+        problems.push(Problem::invalid_with(
+            "requirements",
+            not_a("requirements", "object", value),
+        ));
         return;
     };
     let mut say = |key: &str, message: String| {
@@ -675,7 +667,10 @@ fn check_requirements(value: &Value, problems: &mut Vec<Problem>) {
                     if !ok {
                         say(
                             "networks",
-                            format!("invalid image \"requirements.networks\" entry: {}", js::to_json(network)),
+                            format!(
+                                "invalid image \"requirements.networks\" entry: {}",
+                                js::to_json(network)
+                            ),
                         );
                     }
                 }
@@ -692,14 +687,20 @@ fn check_requirements(value: &Value, problems: &mut Vec<Problem>) {
         let value = present(key)?;
         let amount = value.as_u64().filter(|n| *n > 0);
         if amount.is_none() {
-            say(key, not_a(&format!("requirements.{key}"), "positive integer", value));
+            say(
+                key,
+                not_a(&format!("requirements.{key}"), "positive integer", value),
+            );
         }
         amount
     };
     let (min_ram, max_ram) = (ram("min_ram"), ram("max_ram"));
     if let (Some(min), Some(max)) = (min_ram, max_ram) {
         if min > max {
-            say("max_ram", format!("min_ram must be <= max_ram, but: min_ram={min}, max_ram={max}"));
+            say(
+                "max_ram",
+                format!("min_ram must be <= max_ram, but: min_ram={min}, max_ram={max}"),
+            );
         }
     }
     for key in ["min_platform", "max_platform"] {
@@ -750,15 +751,25 @@ fn check_requirements(value: &Value, problems: &mut Vec<Problem>) {
         "bootrom",
     ];
     for key in reqs.keys().filter(|k| !KNOWN_REQUIREMENTS.contains(&k.as_str())) {
-        problems.push(Problem::invalid_with(key, format!("unsupported requirement \"{key}\"")));
+        problems.push(Problem::invalid_with(
+            key,
+            format!("unsupported requirement \"{key}\""),
+        ));
     }
 }
 
 /// `invalid image "FIELD" (not a KIND): VALUE`, imgmanifest's wording for a
 /// value of the wrong JSON type.
 fn not_a(field: &str, kind: &str, value: &Value) -> String {
-    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
-    format!("invalid image \"{field}\" (not {article} {kind}): {}", js::to_json(value))
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!(
+        "invalid image \"{field}\" (not {article} {kind}): {}",
+        js::to_json(value)
+    )
 }
 
 /// One validation problem, as imgmanifest reports it.
@@ -770,19 +781,35 @@ struct Problem {
 
 impl Problem {
     fn missing(field: &str) -> Problem {
-        Problem { field: field.to_string(), code: "MissingParameter", message: None }
+        Problem {
+            field: field.to_string(),
+            code: "MissingParameter",
+            message: None,
+        }
     }
 
     fn missing_with(field: &str, message: String) -> Problem {
-        Problem { field: field.to_string(), code: "MissingParameter", message: Some(message) }
+        Problem {
+            field: field.to_string(),
+            code: "MissingParameter",
+            message: Some(message),
+        }
     }
 
     fn invalid(field: &str) -> Problem {
-        Problem { field: field.to_string(), code: "Invalid", message: None }
+        Problem {
+            field: field.to_string(),
+            code: "Invalid",
+            message: None,
+        }
     }
 
     fn invalid_with(field: &str, message: String) -> Problem {
-        Problem { field: field.to_string(), code: "Invalid", message: Some(message) }
+        Problem {
+            field: field.to_string(),
+            code: "Invalid",
+            message: Some(message),
+        }
     }
 
     /// imgadm's rendering: `field (message)`, else a bare `field` for a plain
@@ -823,7 +850,10 @@ fn has_http_scheme(url: &str) -> bool {
 /// else must match literally.
 fn matches_shape(text: &str, shape: &str) -> bool {
     text.len() == shape.len()
-        && text.bytes().zip(shape.bytes()).all(|(t, s)| if s == b'd' { t.is_ascii_digit() } else { t == s })
+        && text
+            .bytes()
+            .zip(shape.bytes())
+            .all(|(t, s)| if s == b'd' { t.is_ascii_digit() } else { t == s })
 }
 
 /// `YYYY-MM-DDTHH:MM:SS(.sss)?Z`
@@ -837,7 +867,10 @@ fn contains_minutes_only_timestamp(text: &str) -> bool {
     const SHAPE: &str = "dddd-dd-ddTdd:ddZ";
     text.ends_with('Z')
         && text.len() >= SHAPE.len()
-        && text.char_indices().any(|(i, _)| text.get(i..i + SHAPE.len()).is_some_and(|w| matches_shape(w, SHAPE)))
+        && text.char_indices().any(|(i, _)| {
+            text.get(i..i + SHAPE.len())
+                .is_some_and(|w| matches_shape(w, SHAPE))
+        })
 }
 
 /// A platform build stamp `YYYYMMDDTHHMMSSZ` from 2012 on, with sane fields.
@@ -907,15 +940,23 @@ pub(crate) mod js {
             .iter()
             .find_map(|(prefix, radix)| trimmed.strip_prefix(prefix).map(|digits| (digits, *radix)));
         if let Some((digits, radix)) = radix_literal {
-            return u64::from_str_radix(digits, radix).map(|n| n as f64).unwrap_or(f64::NAN);
+            return u64::from_str_radix(digits, radix)
+                .map(|n| n as f64)
+                .unwrap_or(f64::NAN);
         }
         let unsigned = trimmed.trim_start_matches(['+', '-']);
         if unsigned == "Infinity" {
-            return if trimmed.starts_with('-') { f64::NEG_INFINITY } else { f64::INFINITY };
+            return if trimmed.starts_with('-') {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            };
         }
         // Rust also accepts "inf", "nan" and "1e" forms JavaScript does not.
         let js_shaped = unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.')
-            && unsigned.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+            && unsigned
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
             && trimmed.len() - unsigned.len() <= 1;
         if !js_shaped {
             return f64::NAN;
@@ -974,7 +1015,13 @@ pub(crate) mod js {
             Value::String(s) => s.clone(),
             Value::Array(items) => items
                 .iter()
-                .map(|item| if item.is_null() { String::new() } else { to_js_string(item) })
+                .map(|item| {
+                    if item.is_null() {
+                        String::new()
+                    } else {
+                        to_js_string(item)
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             Value::Object(_) => "[object Object]".to_string(),

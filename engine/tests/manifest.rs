@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 const UUID: &str = "5b1e0c3e-6f43-4c1a-9d5e-3a0f2b7c8d01";
 
 fn fixture(name: &str) -> Manifest {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifests").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/manifests")
+        .join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Manifest::from_json_bytes(&bytes).expect("fixture is a JSON object")
 }
@@ -69,13 +71,17 @@ fn parsing_refuses_non_json_and_non_objects() {
     assert_eq!(err.code(), "InvalidManifest");
     assert!(err.to_string().starts_with("manifest is invalid: "), "{err}");
     let err = Manifest::from_json_bytes(b"[1, 2]").unwrap_err();
-    assert_eq!(err.to_string(), "manifest is invalid: not a JSON object: an array");
+    assert_eq!(
+        err.to_string(),
+        "manifest is invalid: not a JSON object: an array"
+    );
 }
 
 #[test]
 fn manifests_keep_their_field_order_and_values() {
     let text = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifests/pkgbuild-18.1.0.zone-dataset.json"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/manifests/pkgbuild-18.1.0.zone-dataset.json"),
     )
     .expect("fixture");
     let m = fixture("pkgbuild-18.1.0.zone-dataset.json");
@@ -84,29 +90,47 @@ fn manifests_keep_their_field_order_and_values() {
     let keys: Vec<&String> = m.as_map().keys().collect();
     assert_eq!(keys.first().map(|k| k.as_str()), Some("v"));
     assert_eq!(keys.last().map(|k| k.as_str()), Some("tags"));
-    assert_eq!(serde_json::to_string(&m).expect("serialize"), original.to_string());
+    assert_eq!(
+        serde_json::to_string(&m).expect("serialize"),
+        original.to_string()
+    );
 }
 
 #[test]
 fn accessors_read_the_typed_fields() {
     let m = fixture("example-child-1.0.0.imgmanifest");
-    assert_eq!(m.uuid().expect("uuid").to_string(), "8c7a2d91-1e54-4b8f-a6c3-0d9e4f21b702");
+    assert_eq!(
+        m.uuid().expect("uuid").to_string(),
+        "8c7a2d91-1e54-4b8f-a6c3-0d9e4f21b702"
+    );
     assert_eq!(m.name(), Some("example-child"));
     assert_eq!(m.version(), Some("1.0.0"));
-    assert_eq!(m.origin().expect("origin").map(|u| u.to_string()).as_deref(), Some(UUID));
+    assert_eq!(
+        m.origin().expect("origin").map(|u| u.to_string()).as_deref(),
+        Some(UUID)
+    );
     assert_eq!(m.published_at(), Some("2026-11-23T15:49:00.000Z"));
     assert_eq!(m.state(), Some("active"));
     assert_eq!(m.type_(), Some("zone-dataset"));
     assert_eq!(m.os(), Some("smartos"));
     let file = m.files0().expect("files[0]");
-    assert_eq!(file.sha1.as_deref(), Some("a77b649133a421557dfb130366672b64ae49e673"));
+    assert_eq!(
+        file.sha1.as_deref(),
+        Some("a77b649133a421557dfb130366672b64ae49e673")
+    );
     assert_eq!(file.size, Some(784));
     assert_eq!(file.compression.as_deref(), Some("gzip"));
     assert_eq!(file.dataset_guid.as_deref(), Some("6306372232744026684"));
-    assert_eq!(m.title(), "8c7a2d91-1e54-4b8f-a6c3-0d9e4f21b702 (example-child@1.0.0)");
+    assert_eq!(
+        m.title(),
+        "8c7a2d91-1e54-4b8f-a6c3-0d9e4f21b702 (example-child@1.0.0)"
+    );
 
     let zvol = fixture("ubuntu-certified-18.04-20180808.zvol.json");
-    assert_eq!(zvol.requirements().and_then(|r| r.get("ssh_key")), Some(&json!(true)));
+    assert_eq!(
+        zvol.requirements().and_then(|r| r.get("ssh_key")),
+        Some(&json!(true))
+    );
     assert_eq!(zvol.origin().expect("no origin"), None);
     assert_eq!(fixture("docker-layer-62487cf6a7f6.docker.json").files0(), None);
 }
@@ -133,7 +157,10 @@ fn set_keeps_an_existing_fields_place() {
 
 #[test]
 fn ensure_published_at_fills_only_a_missing_date() {
-    let now = chrono::Utc.with_ymd_and_hms(2024, 3, 5, 7, 8, 9).single().expect("date")
+    let now = chrono::Utc
+        .with_ymd_and_hms(2024, 3, 5, 7, 8, 9)
+        .single()
+        .expect("date")
         + chrono::Duration::milliseconds(42);
     let mut m = minimal_with(json!({}));
     m.ensure_published_at(now);
@@ -148,7 +175,13 @@ fn ensure_published_at_fills_only_a_missing_date() {
 #[test]
 fn inheritable_fields_are_the_ones_create_copies() {
     assert_eq!(INHERITABLE_FIELDS.len(), 12);
-    for field in ["type", "os", "requirements", "image_size", "inherited_directories"] {
+    for field in [
+        "type",
+        "os",
+        "requirements",
+        "image_size",
+        "inherited_directories",
+    ] {
         assert!(INHERITABLE_FIELDS.contains(&field), "{field}");
     }
     for field in ["uuid", "name", "version", "files", "tags", "origin"] {
@@ -160,7 +193,9 @@ fn inheritable_fields_are_the_ones_create_copies() {
 
 #[test]
 fn v1_dsapi_manifest_upgrades_field_by_field() {
-    let upgraded = fixture("fauxnodejs-1.4.0.v1-dsapi.dsmanifest.json").upgrade().expect("upgrade");
+    let upgraded = fixture("fauxnodejs-1.4.0.v1-dsapi.dsmanifest.json")
+        .upgrade()
+        .expect("upgrade");
     let expected = json!({
         "name": "fauxnodejs",
         "version": "1.4.0",
@@ -190,7 +225,15 @@ fn v1_dsapi_manifest_upgrades_field_by_field() {
     for (key, value) in expected_map {
         assert_eq!(upgraded.get(key), Some(value), "field {key}");
     }
-    for dropped in ["creator_uuid", "vendor_uuid", "creator_name", "platform_type", "cloud_name", "created_at", "updated_at"] {
+    for dropped in [
+        "creator_uuid",
+        "vendor_uuid",
+        "creator_name",
+        "platform_type",
+        "cloud_name",
+        "created_at",
+        "updated_at",
+    ] {
         assert_eq!(upgraded.get(dropped), None, "{dropped} should be dropped");
     }
     // And in this order: removed fields leave the others in place, new
@@ -223,7 +266,10 @@ fn v1_upgrade_handles_restricted_disabled_dates_sizes_and_compression() {
     .upgrade()
     .expect("upgrade");
     assert_eq!(upgraded.get("public"), Some(&json!(false)));
-    assert_eq!(upgraded.get("acl"), Some(&json!(["aaaaaaaa-2547-11e2-a972-df579e5fddb3"])));
+    assert_eq!(
+        upgraded.get("acl"),
+        Some(&json!(["aaaaaaaa-2547-11e2-a972-df579e5fddb3"]))
+    );
     assert_eq!(upgraded.get("restricted_to_uuid"), None);
     assert_eq!(upgraded.get("disabled"), Some(&json!(true)));
     assert_eq!(upgraded.state(), Some("disabled"));
@@ -239,7 +285,10 @@ fn v1_upgrade_handles_restricted_disabled_dates_sizes_and_compression() {
 
 #[test]
 fn v2_manifests_come_back_unchanged() {
-    for name in ["pkgbuild-18.1.0.zone-dataset.json", "docker-layer-62487cf6a7f6.docker.json"] {
+    for name in [
+        "pkgbuild-18.1.0.zone-dataset.json",
+        "docker-layer-62487cf6a7f6.docker.json",
+    ] {
         let m = fixture(name);
         assert_eq!(m.clone().upgrade().expect("upgrade"), m, "{name}");
     }
@@ -251,11 +300,23 @@ fn v2_manifests_come_back_unchanged() {
 fn manifests_without_v_or_creator_do_not_upgrade() {
     let err = fixture("smartos-1.6.3.zone-dataset.json").upgrade().unwrap_err();
     assert_eq!(err.code(), "InvalidManifest");
-    assert_eq!(err.to_string(), "manifest is invalid: manifest does not have a \"v\" field");
+    assert_eq!(
+        err.to_string(),
+        "manifest is invalid: manifest does not have a \"v\" field"
+    );
     let err = minimal_with(json!({"v": 0})).upgrade().unwrap_err();
-    assert_eq!(err.to_string(), "manifest is invalid: manifest does not have a \"v\" field");
-    assert_eq!(minimal_with(json!({"v": 1})).upgrade().unwrap_err().code(), "InvalidManifest");
-    assert_eq!(minimal_with(json!({"v": "two"})).upgrade().unwrap_err().code(), "InvalidManifest");
+    assert_eq!(
+        err.to_string(),
+        "manifest is invalid: manifest does not have a \"v\" field"
+    );
+    assert_eq!(
+        minimal_with(json!({"v": 1})).upgrade().unwrap_err().code(),
+        "InvalidManifest"
+    );
+    assert_eq!(
+        minimal_with(json!({"v": "two"})).upgrade().unwrap_err().code(),
+        "InvalidManifest"
+    );
     let bad_uuid = manifest(json!({"uuid": "nope", "creator_uuid": UUID}));
     assert_eq!(bad_uuid.upgrade().unwrap_err().code(), "InvalidUUID");
 }
@@ -280,11 +341,15 @@ fn real_manifests_validate() {
 
 #[test]
 fn real_manifests_that_are_not_minimal_manifests_say_why() {
-    let err = fixture("smartos-1.6.3.zone-dataset.json").validate_minimal().unwrap_err();
+    let err = fixture("smartos-1.6.3.zone-dataset.json")
+        .validate_minimal()
+        .unwrap_err();
     assert_eq!(err.code(), "ManifestValidation");
     assert_eq!(err.to_string(), "invalid manifest: v (MissingParameter)");
     // The server's storage record has an icon object instead of a boolean.
-    let err = fixture("inmultichan-1.2.3.raw-db-record.json").validate_minimal().unwrap_err();
+    let err = fixture("inmultichan-1.2.3.raw-db-record.json")
+        .validate_minimal()
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid manifest: icon (invalid image \"icon\" (not an accepted boolean value): \
@@ -351,20 +416,29 @@ fn urn_is_a_string() {
 fn name_length_and_characters() {
     assert_valid(json!({"name": "my image/x_1.0-a"}));
     assert_valid(json!({"name": "n".repeat(1024)}));
-    assert_problem(json!({"name": "n".repeat(1025)}), "name (image name is too long, max 1024 characters)");
+    assert_problem(
+        json!({"name": "n".repeat(1025)}),
+        "name (image name is too long, max 1024 characters)",
+    );
     assert_problem(
         json!({"name": "a;b"}),
         "name (image name has invalid characters (only alpha-numeric characters and \" \", \".\", \"-\", \"_\" and \"/\" are allowed))",
     );
     assert_problem(json!({"name": ""}), "name (image name has invalid characters (only alpha-numeric characters and \" \", \".\", \"-\", \"_\" and \"/\" are allowed))");
-    assert_problem(json!({"name": 7}), "name (invalid image \"name\" (not a string): 7)");
+    assert_problem(
+        json!({"name": 7}),
+        "name (invalid image \"name\" (not a string): 7)",
+    );
 }
 
 #[test]
 fn version_length_and_characters() {
     assert_valid(json!({"version": "1.0+build/2_a-b"}));
     assert_valid(json!({"version": "v".repeat(512)}));
-    assert_problem(json!({"version": "v".repeat(513)}), "version (image version is too long, max 512 characters)");
+    assert_problem(
+        json!({"version": "v".repeat(513)}),
+        "version (image version is too long, max 512 characters)",
+    );
     assert_problem(
         json!({"version": "1.0 beta"}),
         "version (image version has invalid characters (only alpha-numeric characters and \".\", \"-\", \"_\", \"/\" and \"+\" are allowed))",
@@ -378,27 +452,50 @@ fn description_length() {
         json!({"description": "d".repeat(10241)}),
         "description (image description is too long, max 10240 characters)",
     );
-    assert_problem(json!({"description": ["x"]}), "description (invalid image \"description\" (not a string): [\"x\"])");
+    assert_problem(
+        json!({"description": ["x"]}),
+        "description (invalid image \"description\" (not a string): [\"x\"])",
+    );
 }
 
 #[test]
 fn homepage_and_eula_are_http_urls() {
     assert_valid(json!({"homepage": "https://example.com/", "eula": "HTTP://example.com/eula"}));
-    assert_problem(json!({"homepage": "ftp://example.com/"}), "homepage (invalid image homepage URL protocol)");
-    assert_problem(json!({"eula": "example.com"}), "eula (invalid image EULA URL protocol)");
+    assert_problem(
+        json!({"homepage": "ftp://example.com/"}),
+        "homepage (invalid image homepage URL protocol)",
+    );
+    assert_problem(
+        json!({"eula": "example.com"}),
+        "eula (invalid image EULA URL protocol)",
+    );
     let long = format!("https://example.com/{}", "p".repeat(1010));
-    assert_problem(json!({"homepage": long}), "homepage (image homepage URL is too long (max 1024 characters))");
+    assert_problem(
+        json!({"homepage": long}),
+        "homepage (image homepage URL is too long (max 1024 characters))",
+    );
     let long = format!("https://example.com/{}", "p".repeat(1010));
-    assert_problem(json!({"eula": long}), "eula (image EULA URL is too long (max 1024 characters))");
+    assert_problem(
+        json!({"eula": long}),
+        "eula (image EULA URL is too long (max 1024 characters))",
+    );
 }
 
 #[test]
 fn boolean_fields_take_booleans_or_boolean_words() {
-    assert_valid(json!({"disabled": "yes", "activated": false, "public": "no", "icon": true, "generate_passwords": "true"}));
+    assert_valid(
+        json!({"disabled": "yes", "activated": false, "public": "no", "icon": true, "generate_passwords": "true"}),
+    );
     assert_problem(json!({"disabled": "maybe"}), "disabled");
     assert_problem(json!({"activated": 1}), "activated");
-    assert_problem(json!({"public": 1}), "public (invalid image \"public\" (not an accepted boolean value): 1)");
-    assert_problem(json!({"icon": "on"}), "icon (invalid image \"icon\" (not an accepted boolean value): \"on\")");
+    assert_problem(
+        json!({"public": 1}),
+        "public (invalid image \"public\" (not an accepted boolean value): 1)",
+    );
+    assert_problem(
+        json!({"icon": "on"}),
+        "icon (invalid image \"icon\" (not an accepted boolean value): \"on\")",
+    );
     // A present null is a value, and not a boolean one.
     let mut m = minimal_with(json!({}));
     m.set("generate_passwords", Value::Null);
@@ -449,7 +546,10 @@ fn type_and_os_are_known_or_null_while_creating() {
     );
     assert_eq!(
         problems_with(json!({"type": "null", "os": "null", "state": "active"})),
-        ["type (invalid image type, \"null\")", "os (invalid image os, \"null\")"]
+        [
+            "type (invalid image type, \"null\")",
+            "os (invalid image os, \"null\")"
+        ]
     );
     assert_problem(
         json!({"os": "plan9"}),
@@ -460,16 +560,25 @@ fn type_and_os_are_known_or_null_while_creating() {
 #[test]
 fn error_is_an_object() {
     assert_valid(json!({"error": {"message": "boom"}}));
-    assert_problem(json!({"error": "boom"}), "error (invalid image \"error\" (not an object): \"boom\")");
+    assert_problem(
+        json!({"error": "boom"}),
+        "error (invalid image \"error\" (not an object): \"boom\")",
+    );
 }
 
 #[test]
 fn files_hold_one_complete_file() {
     assert_valid(json!({"files": []}));
     assert_valid(json!({"files": [{"sha1": "abc", "size": 5, "compression": "xz"}]}));
-    assert_problem(json!({"files": {"sha1": "abc"}}), "files (invalid image \"files\" (not an array): {\"sha1\":\"abc\"})");
+    assert_problem(
+        json!({"files": {"sha1": "abc"}}),
+        "files (invalid image \"files\" (not an array): {\"sha1\":\"abc\"})",
+    );
     let one = json!({"sha1": "abc", "size": 5, "compression": "gzip"});
-    assert_problem(json!({"files": [one, one]}), "files (invalid image \"files\": too many files)");
+    assert_problem(
+        json!({"files": [one, one]}),
+        "files (invalid image \"files\": too many files)",
+    );
     assert_eq!(
         problems_with(json!({"files": [{"size": 0}]})),
         [
@@ -487,8 +596,14 @@ fn files_hold_one_complete_file() {
 #[test]
 fn acl_is_an_array_of_uuids() {
     assert_valid(json!({"acl": [UUID]}));
-    assert_problem(json!({"acl": UUID}), &format!("acl (invalid image \"acl\" (not an array): \"{UUID}\")"));
-    assert_problem(json!({"acl": [UUID, "nope", "again"]}), "acl (invalid image \"acl\" (item 1 is not a UUID): nope)");
+    assert_problem(
+        json!({"acl": UUID}),
+        &format!("acl (invalid image \"acl\" (not an array): \"{UUID}\")"),
+    );
+    assert_problem(
+        json!({"acl": [UUID, "nope", "again"]}),
+        "acl (invalid image \"acl\" (item 1 is not a UUID): nope)",
+    );
 }
 
 #[test]
@@ -503,7 +618,10 @@ fn requirements_keys_are_checked() {
         "max_platform": {"7.0": "20250101T000000Z"},
         "bootrom": "uefi"
     }}));
-    assert_problem(json!({"requirements": []}), "requirements (invalid image \"requirements\" (not an object): [])");
+    assert_problem(
+        json!({"requirements": []}),
+        "requirements (invalid image \"requirements\" (not an object): [])",
+    );
     assert_problem(
         json!({"requirements": {"networks": [{"name": "net0"}]}}),
         "requirements.networks (invalid image \"requirements.networks\" entry: {\"name\":\"net0\"})",
@@ -548,7 +666,10 @@ fn requirements_keys_are_checked() {
         json!({"requirements": {"brand": "kvm", "bootrom": "bios"}}),
         "requirements.bootrom (invalid image \"requirements.bootrom\" (only valid with requirements.brand \"bhyve\"))",
     );
-    assert_problem(json!({"requirements": {"cpus": 4}}), "cpus (unsupported requirement \"cpus\")");
+    assert_problem(
+        json!({"requirements": {"cpus": 4}}),
+        "cpus (unsupported requirement \"cpus\")",
+    );
 }
 
 #[test]
@@ -558,28 +679,46 @@ fn users_are_name_only_objects() {
         json!({"users": [{"name": "root", "uid": 0}]}),
         "users (invalid image \"users\" entry: {\"name\":\"root\",\"uid\":0})",
     );
-    assert_problem(json!({"users": "root"}), "users (invalid image \"users\" (not an array): \"root\")");
+    assert_problem(
+        json!({"users": "root"}),
+        "users (invalid image \"users\" (not an array): \"root\")",
+    );
 }
 
 #[test]
 fn billing_tags_are_short_strings() {
     assert_valid(json!({"billing_tags": ["promo", "b".repeat(128)]}));
     let long = "b".repeat(129);
-    assert_problem(json!({"billing_tags": [long.clone()]}), &format!("billing_tags (invalid image \"billing_tags\" entry: \"{long}\")"));
-    assert_problem(json!({"billing_tags": "promo"}), "billing_tags (invalid image \"billing_tags\" (not an array): \"promo\")");
+    assert_problem(
+        json!({"billing_tags": [long.clone()]}),
+        &format!("billing_tags (invalid image \"billing_tags\" entry: \"{long}\")"),
+    );
+    assert_problem(
+        json!({"billing_tags": "promo"}),
+        "billing_tags (invalid image \"billing_tags\" (not an array): \"promo\")",
+    );
 }
 
 #[test]
 fn traits_hold_strings_booleans_and_arrays() {
     assert_valid(json!({"traits": {"ssd": true, "hw": "x", "list": ["a"]}}));
-    assert_problem(json!({"traits": {"n": 1}}), "traits (invalid image \"traits\" entry: (n, 1))");
-    assert_problem(json!({"traits": ["ssd"]}), "traits (invalid image \"traits\" (not an object): [\"ssd\"])");
+    assert_problem(
+        json!({"traits": {"n": 1}}),
+        "traits (invalid image \"traits\" entry: (n, 1))",
+    );
+    assert_problem(
+        json!({"traits": ["ssd"]}),
+        "traits (invalid image \"traits\" (not an object): [\"ssd\"])",
+    );
 }
 
 #[test]
 fn tags_are_an_object_of_bounded_size() {
     assert_valid(json!({"tags": {"role": "os", "nested": {"a": [1, 2]}}}));
-    assert_problem(json!({"tags": ["os"]}), "tags (invalid image \"tags\" (not an object): [\"os\"])");
+    assert_problem(
+        json!({"tags": ["os"]}),
+        "tags (invalid image \"tags\" (not an object): [\"os\"])",
+    );
     assert_problem(
         json!({"tags": {"big": "x".repeat(100 * 1024)}}),
         "tags (image \"tags\" string length is too long, max 102400 characters)",
@@ -609,7 +748,12 @@ fn zvol_fields_are_required_for_zvols_only() {
     assert_valid(zvol.clone());
     assert_eq!(
         problems_with(json!({"type": "zvol"})),
-        ["nic_driver (MissingParameter)", "disk_driver (MissingParameter)", "cpu_type (MissingParameter)", "image_size (MissingParameter)"]
+        [
+            "nic_driver (MissingParameter)",
+            "disk_driver (MissingParameter)",
+            "cpu_type (MissingParameter)",
+            "image_size (MissingParameter)"
+        ]
     );
     assert_problem(
         json!({"nic_driver": "virtio"}),
@@ -627,7 +771,9 @@ fn zvol_fields_are_required_for_zvols_only() {
         json!({"image_size": 10}),
         "image_size (invalid image image_size: \"10\" (can only have a value when image type is zvol))",
     );
-    assert_valid(json!({"type": "zvol", "nic_driver": "e1000", "disk_driver": "ide", "cpu_type": "qemu64", "image_size": "2048"}));
+    assert_valid(
+        json!({"type": "zvol", "nic_driver": "e1000", "disk_driver": "ide", "cpu_type": "qemu64", "image_size": "2048"}),
+    );
     assert_problem(
         json!({"type": "zvol", "nic_driver": "virtio", "disk_driver": "virtio", "cpu_type": "host", "image_size": "big"}),
         "image_size (invalid image image_size: \"big\" (must be a positive integer))",
@@ -637,11 +783,20 @@ fn zvol_fields_are_required_for_zvols_only() {
 #[test]
 fn channels_are_strings() {
     assert_valid(json!({"channels": ["dev", "release"]}));
-    assert_problem(json!({"channels": "dev"}), "channels (invalid image \"channels\" (not an array): \"dev\")");
-    assert_problem(json!({"channels": ["dev", 1]}), "channels (invalid image \"channels\" entry: 1)");
+    assert_problem(
+        json!({"channels": "dev"}),
+        "channels (invalid image \"channels\" (not an array): \"dev\")",
+    );
+    assert_problem(
+        json!({"channels": ["dev", 1]}),
+        "channels (invalid image \"channels\" entry: 1)",
+    );
 }
 
 #[test]
 fn unknown_fields_are_named() {
-    assert_eq!(problems_with(json!({"creator_uuid": UUID, "zz": 1})), ["creator_uuid", "zz"]);
+    assert_eq!(
+        problems_with(json!({"creator_uuid": UUID, "zz": 1})),
+        ["creator_uuid", "zz"]
+    );
 }
