@@ -61,9 +61,7 @@ fn temp_file_for(dest: &Path) -> Result<tempfile::NamedTempFile> {
 /// fsyncs a directory, making the creation, removal or renaming of its
 /// entries durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io_path("cannot fsync directory", dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io_path("cannot fsync directory", dir, e))
 }
 
 /// Writes `bytes` to `path` atomically and durably: readers see the old
@@ -83,9 +81,8 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Renames durably: fsyncs the destination's directory, and the source's if
 /// it is another one.
 pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(|e| {
-        Error::io(format!("cannot rename \"{}\" to \"{}\"", from.display(), to.display()), e)
-    })?;
+    fs::rename(from, to)
+        .map_err(|e| Error::io(format!("cannot rename \"{}\" to \"{}\"", from.display(), to.display()), e))?;
     let (from_dir, to_dir) = (parent_dir(from), parent_dir(to));
     fsync_dir(to_dir)?;
     if !same_dir(from_dir, to_dir) {

@@ -321,6 +321,10 @@ enum State {
     EmitHeader { payload: u64, is_end: bool },
     /// Passing a payload through.
     Payload { remaining: u64 },
+    /// END checked; the inner reader must end before END is handed out.
+    /// A state of its own so that a read error there (a gzip trailer's CRC)
+    /// can be retried without folding END in twice.
+    CheckEnd,
     /// END handed out and nothing after it.
     Done,
     /// A violation was found; every read repeats it.
@@ -457,7 +461,10 @@ impl<R: Read> ValidatingReader<R> {
         self.sum.update(&self.header[..CHECKSUM_OFFSET], order.big_endian);
         let stored = order.checksum(&self.header, CHECKSUM_OFFSET);
         if stored != [0; 4] && stored != self.sum.sums {
-            return Err(self.fail(at, format!("checksum mismatch in the header of a type {drr_type} record: the stream is corrupt")));
+            return Err(self.fail(
+                at,
+                format!("checksum mismatch in the header of a type {drr_type} record: the stream is corrupt"),
+            ));
         }
         self.sum.update(&self.header[CHECKSUM_OFFSET..], order.big_endian);
 
@@ -470,7 +477,10 @@ impl<R: Read> ValidatingReader<R> {
                 let end_toguid = order.u64(h, 40);
                 let toguid = self.begin.as_ref().map(|b| b.toguid).unwrap_or_default();
                 if end_sum != sum_before.sums {
-                    return Err(self.fail(at, "the END record's checksum does not match the stream: the stream is corrupt".to_string()));
+                    return Err(self.fail(
+                        at,
+                        "the END record's checksum does not match the stream: the stream is corrupt".to_string(),
+                    ));
                 }
                 if end_toguid != toguid {
                     return Err(self.fail(
@@ -478,8 +488,7 @@ impl<R: Read> ValidatingReader<R> {
                         format!("the END record's toguid {end_toguid} is not the BEGIN record's toguid {toguid}"),
                     ));
                 }
-                self.check_nothing_follows()?;
-                self.state = State::EmitHeader { payload: 0, is_end: true };
+                self.state = State::CheckEnd;
                 return Ok(());
             }
             record_type::OBJECT => {
@@ -613,6 +622,10 @@ impl<R: Read> Read for ValidatingReader<R> {
                         self.check_header()?;
                     }
                 }
+                State::CheckEnd => {
+                    self.check_nothing_follows()?;
+                    self.state = State::EmitHeader { payload: 0, is_end: true };
+                }
                 State::EmitHeader { payload, is_end } => {
                     let n = (RECORD_LEN - self.header_out).min(buf.len());
                     buf[..n].copy_from_slice(&self.header[self.header_out..self.header_out + n]);
@@ -634,7 +647,10 @@ impl<R: Read> Read for ValidatingReader<R> {
                     let n = read_retrying(&mut self.inner, &mut buf[..want])?;
                     if n == 0 {
                         let at = self.offset;
-                        return Err(self.fail(at, format!("the stream ends early, {remaining} bytes short of the record's payload")));
+                        return Err(self.fail(
+                            at,
+                            format!("the stream ends early, {remaining} bytes short of the record's payload"),
+                        ));
                     }
                     self.fold_payload(&buf[..n]);
                     self.offset += n as u64;
@@ -730,7 +746,12 @@ mod tests {
         }
     }
 
-    fn pass_through(data: &[u8], expected: Option<u64>, chunk: usize, out_chunk: usize) -> Result<(Vec<u8>, StreamSummary)> {
+    fn pass_through(
+        data: &[u8],
+        expected: Option<u64>,
+        chunk: usize,
+        out_chunk: usize,
+    ) -> Result<(Vec<u8>, StreamSummary)> {
         let mut reader = ValidatingReader::new(Chunked { data, chunk }, expected);
         let mut out = Vec::new();
         let mut buf = vec![0u8; out_chunk];
@@ -954,6 +975,32 @@ mod tests {
     }
 
     #[test]
+    fn a_read_error_of_the_inner_reader_can_be_retried() {
+        /// Fails once at the end (as a gzip trailer check would), then ends.
+        struct FailsOnceAtEnd<'a> {
+            data: &'a [u8],
+            failed: bool,
+        }
+        impl Read for FailsOnceAtEnd<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.data.is_empty() && !self.failed {
+                    self.failed = true;
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "slow disk"));
+                }
+                self.data.read(buf)
+            }
+        }
+        let base = gunzip(BASE_GZ);
+        let mut reader = ValidatingReader::new(FailsOnceAtEnd { data: &base, failed: false }, None);
+        let mut out = Vec::new();
+        let err = reader.read_to_end(&mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        reader.read_to_end(&mut out).unwrap();
+        assert_eq!(out, base);
+        assert_eq!(reader.summary().unwrap().begin.toguid, BASE_TOGUID);
+    }
+
+    #[test]
     fn the_wrong_kind_of_stream_is_refused_before_any_byte_is_passed_on() {
         let base = gunzip(BASE_GZ);
         let child = gunzip(CHILD_GZ);
@@ -975,6 +1022,29 @@ mod tests {
         let mut out = Vec::new();
         reader.read_to_end(&mut out).unwrap();
         assert_eq!(out, child);
+    }
+
+    /// A stream made on this machine (`zfs send` on zfs-fuse), too big to
+    /// keep in the repository: `IMGADM_TEST_STREAM=FILE
+    /// [IMGADM_TEST_FROMGUID=GUID] cargo test -p imgadm-engine -- --ignored
+    /// validates_a_local_stream --nocapture`.
+    #[test]
+    #[ignore]
+    fn validates_a_local_stream() {
+        let Some(path) = std::env::var_os("IMGADM_TEST_STREAM") else { return };
+        let expected = std::env::var("IMGADM_TEST_FROMGUID").ok().map(|g| g.parse::<u64>().unwrap());
+        let file = io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+        let started = std::time::Instant::now();
+        let summary = validate(file, expected).unwrap();
+        let elapsed = started.elapsed();
+        println!(
+            "{} records, {} bytes, toguid {}, fromguid {}, {:.0} MB/s",
+            summary.records,
+            summary.bytes,
+            summary.begin.toguid,
+            summary.begin.fromguid,
+            summary.bytes as f64 / elapsed.as_secs_f64() / 1e6
+        );
     }
 
     #[test]
