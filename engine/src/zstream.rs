@@ -915,6 +915,47 @@ mod tests {
         expect_invalid(&corrupt, None);
     }
 
+    /// The stream as a current OpenZFS sender writes it: every record after
+    /// BEGIN carries the running checksum in its last 32 bytes
+    /// (`dump_record`), and END's checksum is re-sealed over that.
+    fn with_record_checksums(data: &[u8]) -> Vec<u8> {
+        let mut out = data.to_vec();
+        let mut sum = Fletcher4::default();
+        for (off, t, p) in records(data) {
+            if t == record_type::BEGIN {
+                sum.update(&out[off..off + RECORD_LEN + p], false);
+                continue;
+            }
+            if t == record_type::END {
+                let sealed: Vec<u8> = sum.sums.iter().flat_map(|s| s.to_le_bytes()).collect();
+                out[off + 8..off + 40].copy_from_slice(&sealed);
+            }
+            sum.update(&out[off..off + CHECKSUM_OFFSET], false);
+            let own: Vec<u8> = sum.sums.iter().flat_map(|s| s.to_le_bytes()).collect();
+            out[off + CHECKSUM_OFFSET..off + RECORD_LEN].copy_from_slice(&own);
+            sum.update(&out[off + CHECKSUM_OFFSET..off + RECORD_LEN + p], false);
+        }
+        out
+    }
+
+    #[test]
+    fn per_record_checksums_are_checked_and_catch_damage_at_the_next_record() {
+        let base = gunzip(BASE_GZ);
+        let sealed = with_record_checksums(&base);
+        assert_ne!(sealed, base);
+        let (out, _) = pass_through(&sealed, None, 777, 4096).unwrap();
+        assert_eq!(out, sealed);
+
+        let recs = records(&base);
+        let (index, &(off, _, p)) = recs.iter().enumerate().find(|(_, r)| r.1 == record_type::WRITE).unwrap();
+        let mut damaged = sealed.clone();
+        damaged[off + RECORD_LEN + p - 1] ^= 0x80;
+        let msg = expect_invalid(&damaged, None);
+        let next = recs[index + 1].0;
+        assert!(msg.contains(&format!("record {} (at byte offset {next})", index + 1)), "{msg}");
+        assert!(msg.contains("checksum mismatch in the header"), "{msg}");
+    }
+
     #[test]
     fn a_flipped_payload_byte_is_caught() {
         let base = gunzip(BASE_GZ);
