@@ -84,17 +84,7 @@ impl Store {
         let lock = JournalLock::acquire(dir, lock_timeout, purpose)?;
         let sled_dir = dir.join("sled");
         let creating = !sled_dir.exists();
-        let db = sled::Config::new()
-            .path(&sled_dir)
-            // The journal flushes (and fsyncs) itself at the end of every
-            // batch, and closes sled right after: no background flusher.
-            .flush_every_ms(None)
-            .cache_capacity(16 << 20)
-            .open()
-            .map_err(|source| JournalError::Database {
-                path: sled_dir.clone(),
-                source,
-            })?;
+        let db = open_sled(&sled_dir, lock_timeout)?;
         if creating {
             sync_dir(&sled_dir)?;
             sync_dir(dir)?;
@@ -282,6 +272,38 @@ impl Store {
         self.db.apply_batch(done).map_err(db_error(&self.sled_dir))?;
         self.db.flush().map_err(db_error(&self.sled_dir))?;
         Ok(())
+    }
+}
+
+/// Opens sled. Its own lock on `db` is released when the last of its
+/// threads lets go of the file, which can be a moment after the previous
+/// handle in this process was dropped; since the journal lock is held,
+/// nobody else can be opening it, so a busy `db` is waited for (bounded).
+fn open_sled(sled_dir: &Path, patience: std::time::Duration) -> Result<sled::Db> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(sled_dir)
+            // The journal flushes (and fsyncs) itself at the end of every
+            // batch, and closes sled right after: no background flusher.
+            .flush_every_ms(None)
+            .cache_capacity(16 << 20)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            // sled reports its busy lock only as text (config.rs, 0.34.7).
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock") && started.elapsed() < patience =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(source) => {
+                return Err(JournalError::Database {
+                    path: sled_dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
     }
 }
 
