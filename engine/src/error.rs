@@ -179,6 +179,21 @@ impl Error {
         Error::Internal(msg.into())
     }
 
+    /// The error behind a failed read of an image stream. The engine's
+    /// pipeline stages (hashing, decompression, stream validation) report
+    /// their errors through `Read` as `std::io::Error::other(engine_error)`;
+    /// those come back unchanged, anything else is a file-system error.
+    pub fn from_stream_read(e: std::io::Error) -> Error {
+        if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return Error::io("reading the image stream", e);
+        }
+        match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(engine_error)) => *engine_error,
+            // The check above rules this out; say so rather than panic.
+            _ => Error::internal("an image stream error lost its cause"),
+        }
+    }
+
     /// Several errors become one, or stay one when there is only one.
     pub fn combine(mut errors: Vec<Error>) -> Option<Error> {
         match errors.len() {
