@@ -1,1 +1,1 @@
-
+pub mod imgapi_server;
