@@ -31,6 +31,13 @@ struct Options {
 }
 
 fn main() -> ExitCode {
+    if std::env::args()
+        .skip(1)
+        .any(|arg| arg == "-h" || arg == "--help")
+    {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(options) => options,
         Err(message) => {
@@ -70,7 +77,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                         .map_err(|_| "--page-limit needs a number".to_string())?,
                 )
             }
-            "-h" | "--help" => return Err("help requested".into()),
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             path if dir.is_none() => dir = Some(PathBuf::from(path)),
             extra => return Err(format!("unexpected argument {extra}")),
