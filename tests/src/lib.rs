@@ -4,4 +4,5 @@
 
 pub mod harness;
 pub mod images;
+pub mod imgapi_server;
 pub mod zfs;
