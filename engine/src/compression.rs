@@ -4,7 +4,7 @@
 //! Decoders tell their own failures (corrupt data) from failures of the
 //! reader under them (a cut download, a disk error): the first become
 //! `Error::Uncompression`, the second keep their own error. See
-//! [`decoder`] and [`crate::zstream::error_from_io`].
+//! [`decoder`] and [`crate::Error::from_io`].
 
 use std::fmt;
 use std::io::{self, Read, Write};

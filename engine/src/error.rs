@@ -179,18 +179,17 @@ impl Error {
         Error::Internal(msg.into())
     }
 
-    /// The error behind a failed read of an image stream. The engine's
-    /// pipeline stages (hashing, decompression, stream validation) report
-    /// their errors through `Read` as `std::io::Error::other(engine_error)`;
-    /// those come back unchanged, anything else is a file-system error.
-    pub fn from_stream_read(e: std::io::Error) -> Error {
+    /// The engine error an `io::Error` carries (the validator, the
+    /// decoders and the verifier report through `Read`), or a `FileSystem`
+    /// error with `context`.
+    pub fn from_io(e: std::io::Error, context: &str) -> Error {
         if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-            return Error::io("reading the image stream", e);
+            return Error::io(context, e);
         }
         match e.into_inner().map(|inner| inner.downcast::<Error>()) {
             Some(Ok(engine_error)) => *engine_error,
             // The check above rules this out; say so rather than panic.
-            _ => Error::internal("an image stream error lost its cause"),
+            _ => Error::internal(format!("{context}: an error lost its cause")),
         }
     }
 

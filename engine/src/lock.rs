@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{flock, FlockArg};
+use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
 use crate::ids::ImageUuid;
@@ -146,7 +146,7 @@ fn lock_image(state: &StateDir, uuid: ImageUuid, mode: LockMode, reporter: &dyn 
 #[derive(Debug)]
 pub struct OpLock {
     path: PathBuf,
-    _file: File,
+    _lock: Flock<File>,
 }
 
 impl OpLock {
@@ -154,10 +154,10 @@ impl OpLock {
     pub fn try_take(state: &StateDir, op: &str) -> Result<Option<OpLock>> {
         let path = state.op_lock_path(op);
         let file = open_lock_file(&path)?;
-        match flock(file.as_raw_fd(), FlockArg::LockExclusiveNonblock) {
-            Ok(()) => Ok(Some(OpLock { path, _file: file })),
-            Err(Errno::EWOULDBLOCK) => Ok(None),
-            Err(errno) => Err(Error::internal(format!("cannot lock \"{}\": {errno}", path.display()))),
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(OpLock { path, _lock: lock })),
+            Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(Error::internal(format!("cannot lock \"{}\": {errno}", path.display()))),
         }
     }
 

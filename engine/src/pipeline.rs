@@ -116,41 +116,6 @@ impl<R> VerifyingReader<R> {
     }
 }
 
-/// Turns a decompressor's own errors into `UncompressionError`; errors it
-/// passed through from below (the verifier's) stay what they are.
-struct DecodeErrors<R> {
-    inner: R,
-    compression: Compression,
-}
-
-impl<R: Read> Read for DecodeErrors<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).map_err(|e| {
-            if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-                e
-            } else {
-                io::Error::other(Error::Uncompression {
-                    compression: self.compression.as_str().to_string(),
-                    detail: format!("{e}: the file is corrupt; fetch it again"),
-                })
-            }
-        })
-    }
-}
-
-/// An io::Error back into the engine error it carries, if it carries one.
-pub fn from_io(e: io::Error, context: &str) -> Error {
-    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        if let Some(inner) = e.into_inner() {
-            if let Ok(err) = inner.downcast::<Error>() {
-                return *err;
-            }
-        }
-        return Error::internal(context.to_string());
-    }
-    Error::internal(format!("{context}: {e}"))
-}
-
 /// Runs the pass for one image into `target`. "recv" begun is recorded by
 /// the pool's `started` callback, after the BEGIN record is decoded and
 /// before any byte is received. On failure whatever the receive left is
@@ -170,12 +135,10 @@ pub fn run(
         StreamSource::Reader(reader) => reader,
     };
     let mut buffered = BufReader::with_capacity(1 << 20, raw);
-    let head = buffered.fill_buf().map_err(|e| from_io(e, "cannot read image file"))?.to_vec();
+    let head = buffered.fill_buf().map_err(|e| Error::from_io(e, "cannot read image file"))?.to_vec();
     let compression = match files0.compression.as_deref() {
         Some(declared) => {
-            let declared = Compression::parse(declared).ok_or_else(|| {
-                Error::InvalidManifest(format!("unknown files[0].compression \"{declared}\""))
-            })?;
+            let declared = Compression::parse(declared)?;
             compression::check_magic(declared, &head)?;
             declared
         }
@@ -194,12 +157,12 @@ pub fn run(
         progress: cx.reporter.progress(&title, files0.size),
         during: failpoint::during_armed(RECV).then(|| (RECV, files0.size.unwrap_or(0) / 2)),
     };
-    let mut decoded = DecodeErrors { inner: compression::decoder(compression, Box::new(verifier)), compression };
+    let mut decoded = compression::decoder(compression, Box::new(verifier));
 
-    let mut header = [0u8; zstream::BEGIN_RECORD_LEN];
+    let mut header = [0u8; zstream::RECORD_LEN];
     decoded.read_exact(&mut header).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => Error::InvalidStream("the stream ends before its BEGIN record".to_string()),
-        _ => from_io(e, "cannot read the stream's BEGIN record"),
+        _ => Error::from_io(e, "cannot read the stream's BEGIN record"),
     })?;
     let begin = zstream::read_begin(&header)?;
     match (plan.origin_guid, begin.fromguid) {
@@ -226,7 +189,7 @@ pub fn run(
     let outcome = received.and_then(|received| {
         // The receive may stop reading at the END record; the file's tail
         // (a compressor's trailer) must still be read and checked.
-        io::copy(&mut stream, &mut io::sink()).map_err(|e| from_io(e, "cannot read image file"))?;
+        io::copy(&mut stream, &mut io::sink()).map_err(|e| Error::from_io(e, "cannot read image file"))?;
         let verified = result.lock().unwrap_or_else(|p| p.into_inner());
         match &verified.sha1 {
             Some(sha1) => Ok(PipelineOutcome { bytes: verified.bytes, sha1: sha1.clone(), received }),

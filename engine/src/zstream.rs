@@ -340,7 +340,7 @@ enum State {
 ///
 /// Violations come out as `io::Error`s of kind `InvalidData` wrapping
 /// `Error::InvalidStream`, naming the record index and byte offset; use
-/// [`error_from_io`] to get the `Error` back.
+/// [`Error::from_io`] to get the `Error` back.
 pub struct ValidatingReader<R: Read> {
     inner: R,
     expected_fromguid: Option<u64>,
@@ -681,19 +681,7 @@ fn plain_message(e: Error) -> String {
 }
 
 fn error_from_io_default(e: io::Error) -> Error {
-    error_from_io(e, "reading the send stream")
-}
-
-/// The engine error an `io::Error` carries (as the validator and the
-/// decoders produce them), or a `FileSystem` error with `context`.
-pub fn error_from_io(e: io::Error, context: &str) -> Error {
-    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        if let Some(Ok(inner)) = e.into_inner().map(|inner| inner.downcast::<Error>()) {
-            return *inner;
-        }
-        return Error::internal(format!("{context}: lost error"));
-    }
-    Error::io(context, e)
+    Error::from_io(e, "reading the send stream")
 }
 
 /// Reads a whole stream through the validator, discarding the bytes.
@@ -759,7 +747,7 @@ mod tests {
             match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(error_from_io(e, "test")),
+                Err(e) => return Err(Error::from_io(e, "test")),
             }
         }
         Ok((out, reader.summary().expect("complete")))
@@ -1052,7 +1040,7 @@ mod tests {
         ] {
             let mut reader = ValidatingReader::new(&data[..], expected);
             let err = reader.read(&mut [0u8; 4096]).unwrap_err();
-            let err = error_from_io(err, "test");
+            let err = Error::from_io(err, "test");
             assert_eq!(err.code(), "InvalidStream");
             assert!(err.to_string().contains(what), "{err}");
             assert!(err.to_string().contains("record 0 (at byte offset 0)"), "{err}");

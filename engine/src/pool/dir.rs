@@ -359,7 +359,7 @@ impl Pool for DirPool {
             io::ErrorKind::UnexpectedEof => Error::InvalidStream(
                 "record 0 (at byte offset 0): the stream ends early, inside its BEGIN record".to_string(),
             ),
-            _ => zstream::error_from_io(e, "reading the send stream"),
+            _ => Error::from_io(e, "reading the send stream"),
         })?;
         let begin = zstream::read_begin(&header)?;
         let snapshot = SnapName::parse(&begin.snapshot)?;

@@ -365,7 +365,7 @@ impl Pool for ZfsPool {
         let (copied, abort, stopped) = match outcome {
             Ok(copied) => (Some(copied), None, None),
             Err(FeedError::ReceiverStopped(e)) => (None, None, Some(e)),
-            Err(FeedError::Read(e)) => (None, Some(Error::from_stream_read(e)), None),
+            Err(FeedError::Read(e)) => (None, Some(Error::from_io(e, "reading the image stream")), None),
             Err(FeedError::Aborted(e)) => (None, Some(e), None),
         };
         if abort.is_some() {
@@ -631,7 +631,7 @@ mod tests {
     #[test]
     fn stream_read_errors_give_back_the_engine_error() {
         let carried = io::Error::other(Error::InvalidStream("bad END checksum".into()));
-        assert_eq!(Error::from_stream_read(carried).code(), "InvalidStream");
+        assert_eq!(Error::from_io(carried, "test").code(), "InvalidStream");
         let plain = io::Error::from(io::ErrorKind::UnexpectedEof);
         assert_eq!(Error::from_stream_read(plain).code(), "FileSystem");
     }

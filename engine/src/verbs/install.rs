@@ -121,7 +121,7 @@ pub fn install(cx: &Context, args: &InstallArgs) -> Result<()> {
     // The origin may have gone while we waited for its lock.
     let validated = validate(pool.as_ref(), &args.manifest, &args.file)?;
 
-    let mut op = match recovery::interrupted_for(cx, "install", uuid)? {
+    let op = match recovery::interrupted_for(cx, "install", uuid)? {
         Some(id) => {
             cx.info(&format!("Resuming interrupted install {id} of image {uuid}"));
             Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &id, "resume")?
