@@ -160,7 +160,7 @@ pub fn stream_guids(stream: &[u8]) -> (u64, u64) {
             .unwrap_or_else(|| panic!("stream too short for a BEGIN record: {} bytes", stream.len()));
         u64::from_le_bytes(bytes)
     };
-    assert_eq!(word(8), 0x2F5bacbac, "not a ZFS send stream (bad BEGIN magic)");
+    assert_eq!(word(8), 0x0002_f5ba_cbac, "not a ZFS send stream (bad BEGIN magic)");
     (word(40), word(48))
 }
 
