@@ -135,6 +135,23 @@ fn incremental_stream_becomes_a_clone_that_holds_its_origin() {
 }
 
 #[test]
+fn clone_of_an_unexpected_origin_is_refused_and_removed() {
+    let zpool = TestZpool::create();
+    let pool = zpool.pool();
+    let base = install(&zpool, &pool, BASE_FILES, None);
+    let other = install(&zpool, &pool, BASE_FILES, None);
+    let stream = zpool.make_stream(&[("etc/motd", b"child image\n")], Some(&base));
+    for (expected, what) in [(Some(&other), "another origin"), (None, "no origin")] {
+        let uuid = ImageUuid::new_v4();
+        let err = receive(&pool, uuid, expected, &stream).expect_err(what);
+        assert_eq!(err.code(), "InternalError", "{what}");
+        assert!(err.to_string().contains("received as a clone of"), "{what}: {err}");
+        assert!(!pool.dataset_exists(&DatasetName::partial(pool.name(), uuid)).unwrap(), "{what}");
+    }
+    pool.destroy(&base).expect("nothing holds the base any more");
+}
+
+#[test]
 fn ignore_property_is_listed() {
     let zpool = TestZpool::create();
     let pool = zpool.pool();

@@ -7,9 +7,9 @@
 //! Installed ZFS flavours differ (illumos, OpenZFS, zfs-fuse): what matters
 //! here is probed once per process (`Features`), and where a flavour lacks a
 //! fast path the portable one is used. zfs-fuse also refuses to rename or
-//! destroy a dataset for a while after files were written through its mount
-//! ("dataset is busy"); unmounting first makes it work at once, so that is
-//! what a busy answer leads to (never a sleep).
+//! destroy a dataset for a while (15-30 s) after files were written through
+//! its mount ("dataset is busy"); unmounting makes it work (within ~100 ms),
+//! so that is what a busy answer leads to, never a wait for the busy spell.
 
 use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -238,16 +238,23 @@ impl ZfsPool {
         Ok(mounted || out.stderr.contains("cannot mount"))
     }
 
-    /// After a receive this side aborted, makes sure `target` (which did not
-    /// exist before) is gone: a cut stream left nothing, but a stream that
-    /// failed after its last byte (as a checksum over the whole file does)
-    /// was received whole.
-    fn clean_up_aborted_receive(&self, target: &DatasetName) -> Result<()> {
-        if self.dataset_exists(target)? {
-            tracing::debug!(dataset = %target, "destroying what an aborted receive received");
-            self.destroy(target)?;
+    /// After a receive this side aborted or refused because of `cause`,
+    /// makes sure `target` (which did not exist before) is gone: a cut stream
+    /// left nothing, but a stream that failed after its last byte (as a
+    /// checksum over the whole file does) was received whole. Returns
+    /// `cause`, with the clean-up's own error if that failed too.
+    fn undo_receive(&self, target: &DatasetName, cause: Error) -> Error {
+        let cleanup = self.dataset_exists(target).and_then(|exists| {
+            if exists {
+                tracing::debug!(dataset = %target, "destroying what a refused receive made");
+                self.destroy(target)?;
+            }
+            Ok(())
+        });
+        match cleanup {
+            Ok(()) => cause,
+            Err(e) => Error::Multi(vec![cause, e]),
         }
-        Ok(())
     }
 
     fn is_mounted(&self, dataset: &DatasetName) -> Result<bool> {
@@ -428,10 +435,7 @@ impl Pool for ZfsPool {
             "ran command"
         );
         if let Some(e) = abort {
-            return match self.clean_up_aborted_receive(target) {
-                Ok(()) => Err(e),
-                Err(cleanup) => Err(Error::Multi(vec![e, cleanup])),
-            };
+            return Err(self.undo_receive(target, e));
         }
         if !status.success() {
             return Err(Error::Internal(format!(
@@ -445,7 +449,8 @@ impl Pool for ZfsPool {
                 "zfs receive error while importing: it stopped reading the stream ({e}) yet exited 0"
             )));
         }
-        self.received(target, origin)
+        // What the receive made is refused as a whole, as a bad stream is.
+        self.received(target, origin).map_err(|e| self.undo_receive(target, e))
     }
 
     fn keep_file(&self, _dataset: &DatasetName, _file: &Path, _sha1: &str, _mode: KeepMode) -> Result<()> {
