@@ -6,7 +6,7 @@ use std::sync::Arc;
 use imgadm_journal::Journal;
 
 use crate::error::{Error, Result};
-use crate::ids::PoolName;
+use crate::ids::{ImageUuid, PoolName};
 use crate::operation::Invocation;
 use crate::pool::dir::DirPool;
 use crate::pool::zfs::ZfsPool;
@@ -47,6 +47,17 @@ impl Context {
             DriverKind::Zfs => Ok(Box::new(ZfsPool::open(name)?)),
             DriverKind::Dir => Ok(Box::new(DirPool::open(&self.state.dir_pools_root(), name, create)?)),
         }
+    }
+
+    /// The pool a read or delete of `uuid` looks in. A dir pool that was
+    /// never created holds nothing: the image is not installed there.
+    pub fn open_pool_holding(&self, name: &PoolName, uuid: ImageUuid) -> Result<Box<dyn Pool>> {
+        self.open_pool(name, false).map_err(|e| match (self.driver, &e) {
+            (DriverKind::Dir, Error::PoolNotFound { .. }) => {
+                Error::ImageNotInstalled { uuid: uuid.to_string(), pool: name.to_string() }
+            }
+            _ => e,
+        })
     }
 
     /// Every imported pool of this command's driver (what `list` covers).

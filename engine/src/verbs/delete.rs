@@ -15,7 +15,7 @@ use crate::pool::Pool;
 use crate::steps::{DESTROY, UNCACHE};
 
 pub fn delete(cx: &Context, pool_name: &PoolName, uuid: ImageUuid) -> Result<()> {
-    let pool = cx.open_pool(pool_name, false)?;
+    let pool = cx.open_pool_holding(pool_name, uuid)?;
     let not_installed = || Error::ImageNotInstalled { uuid: uuid.to_string(), pool: pool_name.to_string() };
     if !pool.dataset_exists(&DatasetName::image(pool_name, uuid))? {
         return Err(not_installed());

@@ -26,7 +26,10 @@ pub fn installed_images(cx: &Context, only: Option<&PoolName>) -> Result<Vec<Ima
 fn find(cx: &Context, pool: Option<&PoolName>, uuid: ImageUuid) -> Result<PoolImages> {
     let zone_roots = images::zone_roots();
     let default = PoolName::default();
-    let mut pools = cx.pools_or(pool)?;
+    let mut pools = match pool {
+        Some(name) => vec![cx.open_pool_holding(name, uuid)?],
+        None => cx.pools()?,
+    };
     pools.sort_by_key(|p| p.name() != &default);
     for p in &pools {
         let scan = PoolImages::scan(p.as_ref(), &zone_roots)?;
