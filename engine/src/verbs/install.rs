@@ -109,19 +109,24 @@ pub fn install(cx: &Context, args: &InstallArgs) -> Result<()> {
     };
     let uuid = validated.uuid;
     let title = validated.manifest.title();
-    if pool.dataset_exists(&DatasetName::image(pool.name(), uuid))? {
+    let image = DatasetName::image(pool.name(), uuid);
+    // An install interrupted after its rename has the image in place but
+    // not its cache entry or its end: re-running the command finishes it
+    // rather than skipping an "already installed" image.
+    if pool.dataset_exists(&image)? && recovery::interrupted_for(cx, "install", uuid)?.is_none() {
         cx.info(&format!("Image {title} is already installed, skipping"));
         return Ok(());
     }
     let locks = lock::lock_images(&cx.state, &validated.lock_wants(), cx.reporter.as_ref())?;
-    if pool.dataset_exists(&DatasetName::image(pool.name(), uuid))? {
+    let interrupted = recovery::interrupted_for(cx, "install", uuid)?;
+    if pool.dataset_exists(&image)? && interrupted.is_none() {
         cx.info(&format!("Image {title} was installed while waiting on lock"));
         return Ok(());
     }
     // The origin may have gone while we waited for its lock.
     let validated = validate(pool.as_ref(), &args.manifest, &args.file)?;
 
-    let op = match recovery::interrupted_for(cx, "install", uuid)? {
+    let op = match interrupted {
         Some(id) => {
             cx.info(&format!("Resuming interrupted install {id} of image {uuid}"));
             Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &id, "resume")?
