@@ -56,7 +56,9 @@ pub fn validate(pool: &dyn Pool, manifest_path: &Path, file: &Path) -> Result<Va
         .files0()
         .ok_or_else(|| Error::ManifestValidation(vec!["files (MissingParameter)".to_string()]))?;
     let metadata = std::fs::metadata(file).map_err(|e| Error::io_path("cannot read image file", file, e))?;
-    if let Some(size) = files0.size {
+    // Only a regular file has a size to check up front; a FIFO's bytes are
+    // counted as they flow, and the pipeline checks the size then.
+    if let Some(size) = files0.size.filter(|_| metadata.is_file()) {
         if metadata.len() != size {
             return Err(Error::DownloadError(format!(
                 "image file size error: manifest says {size} bytes, {} is {} bytes",
