@@ -287,7 +287,7 @@ fn assert_warned(world: &World, id: &str) {
 /// and the journal's projection of installed images.
 #[derive(Debug, PartialEq, Eq)]
 struct WorldState {
-    /// Dataset or snapshot name -> "origin guid" (zfs); record or kept
+    /// Dataset name -> origin, snapshot name -> "origin guid" (zfs); record or kept
     /// file path -> its content or size (dir).
     pool: BTreeMap<String, String>,
     cache: BTreeMap<String, String>,
@@ -333,8 +333,10 @@ fn zfs_state(zpool: &TestZpool) -> BTreeMap<String, String> {
         .filter_map(|l| l.split_once('\t'))
         .map(|(name, origin)| (name.to_string(), origin.to_string()))
         .collect();
+    // Only snapshot guids: a received filesystem gets a new guid on every
+    // receive, a snapshot keeps the stream's (the image's dataset_guid).
     for line in zpool.zfs(&["get", "-Hp", "-r", "-o", "name,value", "guid", &pool]).lines() {
-        if let Some((name, guid)) = line.split_once('\t') {
+        if let Some((name, guid)) = line.split_once('\t').filter(|(name, _)| name.contains('@')) {
             if let Some(entry) = found.get_mut(name) {
                 entry.push(' ');
                 entry.push_str(guid);
