@@ -60,21 +60,35 @@ impl Context {
         })
     }
 
-    /// Every imported pool of this command's driver (what `list` covers).
-    pub fn pools(&self) -> Result<Vec<Box<dyn Pool>>> {
-        let names = match self.driver {
-            DriverKind::Zfs => ZfsPool::imported()?,
-            DriverKind::Dir => DirPool::list(&self.state.dir_pools_root())?,
+    /// Every image of `only`, or of every imported pool of the driver. A pool exported or
+    /// destroyed between the listing of pools and its scan is skipped when
+    /// no pool was named: it is no longer one of "every imported pool".
+    pub fn scan_pools(&self, only: Option<&PoolName>) -> Result<Vec<crate::images::PoolImages>> {
+        let zone_roots = crate::images::zone_roots();
+        let names = match only {
+            Some(name) => vec![name.clone()],
+            None => self.pool_names()?,
         };
-        names.iter().map(|name| self.open_pool(name, false)).collect()
+        let mut scans = Vec::new();
+        for name in names {
+            let scanned = self
+                .open_pool(&name, false)
+                .and_then(|pool| crate::images::PoolImages::scan(pool.as_ref(), &zone_roots));
+            match scanned {
+                Ok(scan) => scans.push(scan),
+                // A dir pool that was never created holds no images.
+                Err(Error::PoolNotFound { .. }) if self.driver == DriverKind::Dir => {}
+                Err(_) if only.is_none() && !self.pool_names()?.contains(&name) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(scans)
     }
 
-    /// `-P POOL` if given, else the pools to act on: one when named, every
-    /// imported one otherwise.
-    pub fn pools_or(&self, only: Option<&PoolName>) -> Result<Vec<Box<dyn Pool>>> {
-        match only {
-            Some(name) => Ok(vec![self.open_pool(name, false)?]),
-            None => self.pools(),
+    fn pool_names(&self) -> Result<Vec<PoolName>> {
+        match self.driver {
+            DriverKind::Zfs => ZfsPool::imported(),
+            DriverKind::Dir => DirPool::list(&self.state.dir_pools_root()),
         }
     }
 

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ids::{DatasetName, PoolName, SnapName};
 use crate::pool::{DatasetEntry, DriverKind, EntryKind, KeepMode, Pool, Received, Snapshot};
 
-const ZFS: &str = "zfs";
+pub const ZFS: &str = "zfs";
 const ZPOOL: &str = "zpool";
 
 /// How much of the stream is handed to `zfs receive` per write.
