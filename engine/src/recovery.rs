@@ -72,6 +72,8 @@ pub fn resume(cx: &Context, id: &OpId) -> Result<()> {
             crate::verbs::install::resume(cx, op, &data)
         }
         "delete" => crate::verbs::delete::resume(cx, op),
+        "create" => crate::verbs::create::resume(cx, op).map(|_| ()),
+        "vacuum" => crate::verbs::vacuum::resume(cx, op),
         verb => Err(Error::NotSupported(format!(
             "resuming a \"{verb}\" operation is not supported: roll it back with `imgadm journal rollback {id}`"
         ))),
@@ -95,6 +97,9 @@ fn abandon_unstarted(cx: &Context, op: Operation) -> Result<()> {
 /// delete whose destroy is done cannot be undone; it is finished instead.
 pub fn rollback(cx: &Context, id: &OpId) -> Result<()> {
     let mut op = Operation::take_over(&cx.state, &cx.journal, &cx.invocation, id, "rollback")?;
+    if op.verb == "vacuum" {
+        return crate::verbs::vacuum::roll_back(cx, op);
+    }
     if op.verb == "delete" {
         if let Some(image) = op_image(&op) {
             if let StepState::Done { .. } = op.step_state(steps::DESTROY, Some(&image)) {

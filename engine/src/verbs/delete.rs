@@ -23,7 +23,7 @@ pub fn delete(cx: &Context, pool_name: &PoolName, uuid: ImageUuid) -> Result<()>
     let locks = lock::lock_images(&cx.state, &[(uuid, LockMode::Exclusive)], cx.reporter.as_ref())?;
     let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "delete", &[uuid.to_string()])?;
     op.checked("lock", json!({"image": uuid.to_string()}))?;
-    match check(pool.as_ref(), uuid).and_then(|()| destroy_and_uncache(&mut op, cx, pool.as_ref(), uuid)) {
+    match delete_one(&mut op, cx, pool.as_ref(), uuid) {
         Ok(()) => {
             op.checked("unlock", json!({"image": uuid.to_string()}))?;
             op.end(Outcome::Succeeded, None)?;
@@ -63,12 +63,22 @@ fn check(pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
     Ok(())
 }
 
-fn destroy_and_uncache(op: &mut Operation, cx: &Context, pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
+/// check, destroy and uncache of one image inside `op` (a delete, or one
+/// image of a vacuum). A destroy already begun (by a run that crashed) is
+/// finished without checking again: its dataset may be half gone.
+pub(crate) fn delete_one(op: &mut Operation, cx: &Context, pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
     let image = uuid.to_string();
-    let dataset = DatasetName::image(pool.name(), uuid);
-    op.checked("check", json!({"image": image, "dataset": dataset.to_string()}))?;
+    if !destroy_started(op, &image) {
+        check(pool, uuid)?;
+        let dataset = DatasetName::image(pool.name(), uuid);
+        op.checked("check", json!({"image": image, "dataset": dataset.to_string()}))?;
+    }
     destroy(op, pool, uuid)?;
     uncache(op, cx, pool.name(), uuid)
+}
+
+pub(crate) fn destroy_started(op: &Operation, image: &str) -> bool {
+    matches!(op.step_state(DESTROY, Some(image)), StepState::Begun { .. } | StepState::Done { .. })
 }
 
 fn destroy(op: &mut Operation, pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
@@ -115,11 +125,7 @@ pub fn resume(cx: &Context, mut op: Operation) -> Result<()> {
     };
     let pool = cx.open_pool(&dataset.pool, false)?;
     let locks = lock::try_lock_images(&cx.state, &[(uuid, LockMode::Exclusive)])?;
-    let destroy_started = matches!(op.step_state(DESTROY, Some(&image)), StepState::Begun { .. } | StepState::Done { .. });
-    let result = if destroy_started { Ok(()) } else { check(pool.as_ref(), uuid) }
-        .and_then(|()| destroy(&mut op, pool.as_ref(), uuid))
-        .and_then(|()| uncache(&mut op, cx, &dataset.pool, uuid));
-    match result {
+    match delete_one(&mut op, cx, pool.as_ref(), uuid) {
         Ok(()) => {
             op.checked("unlock", json!({"image": image}))?;
             op.end(Outcome::Succeeded, None)?;
