@@ -70,7 +70,7 @@ fn features() -> Features {
 }
 
 /// One `zfs`/`zpool` invocation.
-struct ZfsCommand {
+pub(super) struct ZfsCommand {
     program: &'static str,
     args: Vec<String>,
 }
@@ -84,7 +84,7 @@ struct Output {
 }
 
 impl ZfsCommand {
-    fn zfs<S: ToString>(args: impl IntoIterator<Item = S>) -> ZfsCommand {
+    pub(super) fn zfs<S: ToString>(args: impl IntoIterator<Item = S>) -> ZfsCommand {
         ZfsCommand { program: ZFS, args: args.into_iter().map(|a| a.to_string()).collect() }
     }
 
@@ -92,11 +92,11 @@ impl ZfsCommand {
         ZfsCommand { program: ZPOOL, args: args.into_iter().map(|a| a.to_string()).collect() }
     }
 
-    fn argv(&self) -> String {
+    pub(super) fn argv(&self) -> String {
         std::iter::once(self.program).chain(self.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
     }
 
-    fn command(&self) -> Command {
+    pub(super) fn command(&self) -> Command {
         let mut command = Command::new(self.program);
         command.args(&self.args);
         command
@@ -125,7 +125,7 @@ impl ZfsCommand {
     }
 
     /// Runs the command; a non-zero exit is an error. Returns stdout.
-    fn run(&self) -> Result<String> {
+    pub(super) fn run(&self) -> Result<String> {
         let out = self.output()?;
         if out.status.success() {
             Ok(out.stdout)
@@ -144,13 +144,13 @@ impl ZfsCommand {
     }
 }
 
-fn spawn_error(program: &str, e: io::Error) -> Error {
+pub(super) fn spawn_error(program: &str, e: io::Error) -> Error {
     Error::Internal(format!(
         "cannot run {program}: {e} (is ZFS installed? set IMGADM_DRIVER=dir to use the embedded dir pool)"
     ))
 }
 
-fn status_text(status: ExitStatus) -> String {
+pub(super) fn status_text(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => code.to_string(),
         (None, Some(signal)) => format!("killed by signal {signal}"),
@@ -210,7 +210,7 @@ impl ZfsPool {
     /// dataset is unmounted (if it still is) and the command run again.
     /// Returns whether the dataset was mounted before, so a rename can mount
     /// it again under its new name.
-    fn run_unmounting_if_busy(&self, dataset: &DatasetName, command: &ZfsCommand) -> Result<bool> {
+    pub(super) fn run_unmounting_if_busy(&self, dataset: &DatasetName, command: &ZfsCommand) -> Result<bool> {
         let out = command.output()?;
         if out.status.success() {
             return Ok(false);
@@ -263,7 +263,7 @@ impl ZfsPool {
     }
 
     /// The snapshot `dataset` is a clone of, if it is one.
-    fn clone_origin(&self, dataset: &DatasetName) -> Result<Option<String>> {
+    pub(super) fn clone_origin(&self, dataset: &DatasetName) -> Result<Option<String>> {
         let value = ZfsCommand::zfs(["get", "-H", "-o", "value", "origin", &dataset.to_string()]).run()?;
         let value = value.trim();
         Ok((value != "-" && !value.is_empty()).then(|| value.to_string()))
