@@ -22,7 +22,7 @@ use crate::cache;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ids::{DatasetName, ImageUuid, PoolName};
-use crate::images::{self, PoolImages};
+use crate::images::PoolImages;
 use crate::lock::{self, ImageLock, LockMode};
 use crate::operation::{Operation, Outcome, StepState};
 use crate::pool::Pool;
@@ -39,13 +39,11 @@ pub struct Doomed {
 
 /// The unused images of the pools, each pool's leaves first.
 pub fn plan(cx: &Context, only: Option<&PoolName>) -> Result<Vec<Doomed>> {
-    let roots = images::zone_roots();
     let mut doomed = Vec::new();
-    for pool in cx.pools_or(only)? {
-        let scan = PoolImages::scan(pool.as_ref(), &roots)?;
+    for scan in cx.scan_pools(only)? {
         for uuid in unused(&scan) {
-            let title = cache::read(&cx.state, pool.name(), uuid).manifest.title();
-            doomed.push(Doomed { pool: pool.name().clone(), uuid, title });
+            let title = cache::read(&cx.state, &scan.pool, uuid).manifest.title();
+            doomed.push(Doomed { pool: scan.pool.clone(), uuid, title });
         }
     }
     Ok(doomed)
