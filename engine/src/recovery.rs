@@ -97,8 +97,9 @@ fn abandon_unstarted(cx: &Context, op: Operation) -> Result<()> {
 /// delete whose destroy is done cannot be undone; it is finished instead.
 pub fn rollback(cx: &Context, id: &OpId) -> Result<()> {
     let mut op = Operation::take_over(&cx.state, &cx.journal, &cx.invocation, id, "rollback")?;
-    if op.verb == "vacuum" {
-        return crate::verbs::vacuum::roll_back(cx, op);
+    if op.verb == "vacuum" && crate::verbs::vacuum::destroy_happened(cx, &op)? {
+        cx.info(&format!("Operation {id} already destroyed images: it cannot be undone, finishing the vacuum instead"));
+        return crate::verbs::vacuum::resume(cx, op);
     }
     if op.verb == "delete" && crate::verbs::delete::destroy_happened(cx, &op)? {
         let image = op_image(&op).unwrap_or_default();

@@ -29,6 +29,9 @@ pub fn run(cx: Context, args: Args) -> Result<()> {
         return Err(Error::Usage(format!("unexpected args ({}): {}", args.extra.len(), args.extra.join(" "))));
     }
     let only = args.pool.as_deref().map(PoolName::parse).transpose()?;
+    if !args.dry_run {
+        vacuum::resume_interrupted(&cx)?;
+    }
     let doomed = vacuum::plan(&cx, only.as_ref())?;
     if doomed.is_empty() {
         return Ok(());

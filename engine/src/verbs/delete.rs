@@ -129,8 +129,12 @@ fn recorded_dataset(op: &Operation, image: &str) -> Result<Option<DatasetName>> 
 /// or begun and the dataset is gone (the process died before writing
 /// "done"). Such a delete cannot be undone, only finished.
 pub fn destroy_happened(cx: &Context, op: &Operation) -> Result<bool> {
-    let image = op.images().first().cloned().unwrap_or_default();
-    match op.step_state(DESTROY, Some(&image)) {
+    destroy_happened_to(cx, op, &op.images().first().cloned().unwrap_or_default())
+}
+
+/// Whether `image`'s destroy in `op` happened (see `destroy_happened`).
+pub(crate) fn destroy_happened_to(cx: &Context, op: &Operation, image: &str) -> Result<bool> {
+    match op.step_state(DESTROY, Some(image)) {
         StepState::Done { .. } => Ok(true),
         StepState::Begun { begun } => {
             let dataset = DatasetName::parse(

@@ -26,6 +26,7 @@ use crate::images::PoolImages;
 use crate::lock::{self, ImageLock, LockMode};
 use crate::operation::{Operation, Outcome, StepState};
 use crate::pool::Pool;
+use crate::recovery;
 use crate::verbs::delete;
 
 /// An image vacuum will delete.
@@ -134,26 +135,23 @@ pub fn resume(cx: &Context, op: Operation) -> Result<()> {
     finish(op, cx, pool.as_ref(), &doomed, locks)
 }
 
-/// Rolls back an interrupted vacuum: a destroyed image cannot come back,
-/// so an image whose destroy began is finished (its cache removed too);
-/// the images not yet touched are left alone.
-pub fn roll_back(cx: &Context, mut op: Operation) -> Result<()> {
-    let id = op.id.clone();
-    let Some((pool_name, doomed)) = recorded_plan(&op)? else {
-        op.end(Outcome::RolledBack, None)?;
-        return Ok(());
-    };
-    let pool = cx.open_pool(&pool_name, false)?;
-    let started: Vec<&Doomed> =
-        doomed.iter().filter(|d| delete::destroy_started(&op, &d.uuid.to_string())).collect();
-    let wanted: Vec<(ImageUuid, LockMode)> = started.iter().map(|d| (d.uuid, LockMode::Exclusive)).collect();
-    let locks = lock::try_lock_images(&cx.state, &wanted)?;
-    for image in &started {
-        delete::delete_one(&mut op, cx, pool.as_ref(), image.uuid)?;
-        cx.info(&format!("Vacuum {id} already deleted image {}: that cannot be undone", image.title));
+/// Whether an interrupted vacuum destroyed any image already: such a
+/// vacuum cannot be undone, only finished (as a delete).
+pub fn destroy_happened(cx: &Context, op: &Operation) -> Result<bool> {
+    for image in op.images() {
+        if delete::destroy_happened_to(cx, op, image)? {
+            return Ok(true);
+        }
     }
-    op.end(Outcome::RolledBack, None)?;
-    drop(locks);
-    cx.info(&format!("Rolled back operation {id}"));
+    Ok(false)
+}
+
+/// Takes over and finishes every interrupted vacuum, so a vacuum run again
+/// after a crash finishes the plan it had made before planning anew.
+pub fn resume_interrupted(cx: &Context) -> Result<()> {
+    for summary in recovery::interrupted(cx)?.into_iter().filter(|op| op.verb == "vacuum") {
+        cx.info(&format!("Resuming interrupted vacuum {}", summary.id));
+        resume(cx, Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &summary.id, "resume")?)?;
+    }
     Ok(())
 }
