@@ -112,7 +112,7 @@ fn create_then_install_full_and_incremental_for_every_compression() {
         assert!(run.stdout.contains("Manifest:"), "{}", run.stdout);
         let manifest_path = out.join("my-base-1.0.0.imgmanifest");
         let file_path = out.join(format!("my-base-1.0.0.zfs{ext}"));
-        assert_eq!(dir_listing(&out), [format!("my-base-1.0.0.imgmanifest"), format!("my-base-1.0.0.zfs{ext}")]);
+        assert_eq!(dir_listing(&out), ["my-base-1.0.0.imgmanifest".to_string(), format!("my-base-1.0.0.zfs{ext}")]);
         let manifest = manifest_at(&manifest_path);
         let base = manifest["uuid"].as_str().unwrap().to_string();
         let file = std::fs::read(&file_path).unwrap();

@@ -14,7 +14,7 @@
 use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -500,19 +500,25 @@ struct Receiver {
 
 impl Receiver {
     fn attach(child: &mut Child) -> Result<Receiver> {
-        let (Some(stdin), Some(mut stderr)) = (child.stdin.take(), child.stderr.take()) else {
+        let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(Error::internal("zfs receive was started without its pipes"));
         };
-        let stderr = thread::spawn(move || {
-            let mut text = Vec::new();
-            // A read error only truncates what is reported.
-            let _ = stderr.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
-        Ok(Receiver { stdin, stderr })
+        Ok(Receiver { stdin, stderr: read_stderr(stderr) })
     }
+}
+
+/// Reads a child's stderr to its end on a thread of its own, so the child
+/// can never block on a full stderr pipe while this side is busy with its
+/// stdin or stdout.
+pub(super) fn read_stderr(mut stderr: ChildStderr) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = Vec::new();
+        // A read error only truncates what is reported.
+        let _ = stderr.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    })
 }
 
 enum FeedError {

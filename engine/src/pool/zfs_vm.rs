@@ -8,11 +8,11 @@
 
 use std::io::{self, Read};
 use std::process::{Child, ChildStdout, Stdio};
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::ids::{DatasetName, ImageUuid, SnapName};
-use crate::pool::zfs::{spawn_error, status_text, ZfsCommand, ZfsPool};
+use crate::pool::zfs::{read_stderr, spawn_error, status_text, ZfsCommand, ZfsPool};
 use crate::pool::Pool;
 
 /// Where a dataset was cloned from, when that is a snapshot of an image
@@ -101,19 +101,12 @@ impl ZfsPool {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| spawn_error("zfs", e))?;
-        let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(Error::internal("zfs send was started without its pipes"));
         };
-        // Read on its own thread: a chatty child must never block on a full
-        // stderr pipe while this side reads its stdout.
-        let stderr = thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
-        Ok(SendStream { argv: command.argv(), child: Some(child), stdout, stderr: Some(stderr) })
+        Ok(SendStream { argv: command.argv(), child: Some(child), stdout, stderr: Some(read_stderr(stderr)) })
     }
 }
 
