@@ -13,7 +13,8 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 use crate::zstream::DRR_BEGIN_MAGIC;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     None,
     Gzip,

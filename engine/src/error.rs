@@ -88,6 +88,15 @@ pub enum Error {
     #[error("vm \"{0}\" was not found")]
     VmNotFound(String),
 
+    #[error("vm \"{vm}\" has a dataset on more than one zpool ({}): imgadm cannot tell which is the vm; rename or destroy the others", .datasets.join(", "))]
+    VmOnSeveralPools { vm: String, datasets: Vec<String> },
+
+    #[error("cannot create an incremental image: vm \"{0}\" has no origin")]
+    VmHasNoOrigin(String),
+
+    #[error("cannot create an incremental image: origin image \"{0}\" has no \"@final\" snapshot (sometimes this can be fixed by \"imgadm update\")")]
+    OriginHasNoFinalSnapshot(String),
+
     #[error("{0}")]
     Journal(String),
 
@@ -147,6 +156,9 @@ impl Error {
             }
             Error::MaxOriginDepth(_) => "MaxOriginDepth",
             Error::VmNotFound(_) => "VmNotFound",
+            Error::VmOnSeveralPools { .. } => "VmOnSeveralPools",
+            Error::VmHasNoOrigin(_) => "VmHasNoOrigin",
+            Error::OriginHasNoFinalSnapshot(_) => "OriginHasNoFinalSnapshot",
             Error::Journal(_) => "JournalError",
             Error::OperationBusy { .. } => "OperationBusy",
             Error::ImageLocked { .. } => "ImageLocked",

@@ -72,6 +72,8 @@ pub fn resume(cx: &Context, id: &OpId) -> Result<()> {
             crate::verbs::install::resume(cx, op, &data)
         }
         "delete" => crate::verbs::delete::resume(cx, op),
+        "create" => crate::verbs::create::resume(cx, op).map(|_| ()),
+        "vacuum" => crate::verbs::vacuum::resume(cx, op),
         verb => Err(Error::NotSupported(format!(
             "resuming a \"{verb}\" operation is not supported: roll it back with `imgadm journal rollback {id}`"
         ))),
@@ -95,6 +97,10 @@ fn abandon_unstarted(cx: &Context, op: Operation) -> Result<()> {
 /// delete whose destroy is done cannot be undone; it is finished instead.
 pub fn rollback(cx: &Context, id: &OpId) -> Result<()> {
     let mut op = Operation::take_over(&cx.state, &cx.journal, &cx.invocation, id, "rollback")?;
+    if op.verb == "vacuum" && crate::verbs::vacuum::destroy_happened(cx, &op)? {
+        cx.info(&format!("Operation {id} already destroyed images: it cannot be undone, finishing the vacuum instead"));
+        return crate::verbs::vacuum::resume(cx, op);
+    }
     if op.verb == "delete" && crate::verbs::delete::destroy_happened(cx, &op)? {
         let image = op_image(&op).unwrap_or_default();
         cx.info(&format!(

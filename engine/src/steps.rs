@@ -28,6 +28,11 @@ pub const CACHE: &str = "cache";
 pub const FETCH: &str = "fetch";
 pub const DESTROY: &str = "destroy";
 pub const UNCACHE: &str = "uncache";
+pub const SNAPSHOT: &str = "snapshot";
+pub const SEND: &str = "send";
+pub const COMPRESS: &str = "compress";
+pub const MANIFEST: &str = "manifest";
+pub const CLEANUP: &str = "cleanup";
 
 fn str_field<'v>(data: &'v Value, key: &str) -> Result<&'v str> {
     data.get(key)
@@ -239,6 +244,8 @@ pub fn undo(cx: &Context, step: &str, state: &StepState) -> Result<Value> {
         RENAME => return undo_rename(cx, begun),
         CACHE => undo_cache(cx, begun)?,
         FETCH => undo_fetch(cx, begun)?,
+        SNAPSHOT => crate::verbs::create::undo_snapshot(begun)?,
+        COMPRESS | MANIFEST => crate::verbs::create::undo_output(begun, matches!(state, StepState::Done { .. }))?,
         _ => {}
     }
     Ok(json!({"image": image}))

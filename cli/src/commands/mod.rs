@@ -3,12 +3,14 @@
 //! and the dispatch.
 
 mod ancestry;
+mod create;
 mod delete;
 mod get;
 mod history;
 mod install;
 mod journal;
 mod list;
+mod vacuum;
 
 use std::sync::Arc;
 
@@ -35,6 +37,10 @@ pub enum Command {
     /// Delete an installed image.
     #[command(visible_alias = "destroy")]
     Delete(delete::Args),
+    /// Create an image from a VM.
+    Create(create::Args),
+    /// Delete the images no VM and no other image uses.
+    Vacuum(vacuum::Args),
     /// Every operation that touched an image (or all), from the journal.
     History(history::Args),
     /// Inspect, verify, export, resume and roll back journaled operations.
@@ -76,6 +82,8 @@ pub fn run(command: Command, argv: Vec<String>) -> Result<()> {
         Command::Get(args) => get::run(context(argv, false)?, args),
         Command::Ancestry(args) => ancestry::run(context(argv, false)?, args),
         Command::Delete(args) => delete::run(context(argv, false)?, args),
+        Command::Create(args) => create::run(context(argv, args.quiet)?, args),
+        Command::Vacuum(args) => vacuum::run(context(argv, false)?, args),
         Command::History(args) => history::run(context(argv, false)?, args),
         Command::Journal(command) => journal::run(command, argv),
     }

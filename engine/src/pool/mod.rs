@@ -10,6 +10,7 @@
 
 pub mod dir;
 pub mod zfs;
+pub mod zfs_vm;
 
 use std::fmt;
 use std::io::Read;

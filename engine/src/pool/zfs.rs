@@ -14,7 +14,7 @@
 use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -70,7 +70,7 @@ fn features() -> Features {
 }
 
 /// One `zfs`/`zpool` invocation.
-struct ZfsCommand {
+pub(super) struct ZfsCommand {
     program: &'static str,
     args: Vec<String>,
 }
@@ -84,7 +84,7 @@ struct Output {
 }
 
 impl ZfsCommand {
-    fn zfs<S: ToString>(args: impl IntoIterator<Item = S>) -> ZfsCommand {
+    pub(super) fn zfs<S: ToString>(args: impl IntoIterator<Item = S>) -> ZfsCommand {
         ZfsCommand { program: ZFS, args: args.into_iter().map(|a| a.to_string()).collect() }
     }
 
@@ -92,11 +92,11 @@ impl ZfsCommand {
         ZfsCommand { program: ZPOOL, args: args.into_iter().map(|a| a.to_string()).collect() }
     }
 
-    fn argv(&self) -> String {
+    pub(super) fn argv(&self) -> String {
         std::iter::once(self.program).chain(self.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
     }
 
-    fn command(&self) -> Command {
+    pub(super) fn command(&self) -> Command {
         let mut command = Command::new(self.program);
         command.args(&self.args);
         command
@@ -125,7 +125,7 @@ impl ZfsCommand {
     }
 
     /// Runs the command; a non-zero exit is an error. Returns stdout.
-    fn run(&self) -> Result<String> {
+    pub(super) fn run(&self) -> Result<String> {
         let out = self.output()?;
         if out.status.success() {
             Ok(out.stdout)
@@ -144,13 +144,13 @@ impl ZfsCommand {
     }
 }
 
-fn spawn_error(program: &str, e: io::Error) -> Error {
+pub(super) fn spawn_error(program: &str, e: io::Error) -> Error {
     Error::Internal(format!(
         "cannot run {program}: {e} (is ZFS installed? set IMGADM_DRIVER=dir to use the embedded dir pool)"
     ))
 }
 
-fn status_text(status: ExitStatus) -> String {
+pub(super) fn status_text(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => code.to_string(),
         (None, Some(signal)) => format!("killed by signal {signal}"),
@@ -210,7 +210,7 @@ impl ZfsPool {
     /// dataset is unmounted (if it still is) and the command run again.
     /// Returns whether the dataset was mounted before, so a rename can mount
     /// it again under its new name.
-    fn run_unmounting_if_busy(&self, dataset: &DatasetName, command: &ZfsCommand) -> Result<bool> {
+    pub(super) fn run_unmounting_if_busy(&self, dataset: &DatasetName, command: &ZfsCommand) -> Result<bool> {
         let out = command.output()?;
         if out.status.success() {
             return Ok(false);
@@ -263,7 +263,7 @@ impl ZfsPool {
     }
 
     /// The snapshot `dataset` is a clone of, if it is one.
-    fn clone_origin(&self, dataset: &DatasetName) -> Result<Option<String>> {
+    pub(super) fn clone_origin(&self, dataset: &DatasetName) -> Result<Option<String>> {
         let value = ZfsCommand::zfs(["get", "-H", "-o", "value", "origin", &dataset.to_string()]).run()?;
         let value = value.trim();
         Ok((value != "-" && !value.is_empty()).then(|| value.to_string()))
@@ -500,19 +500,25 @@ struct Receiver {
 
 impl Receiver {
     fn attach(child: &mut Child) -> Result<Receiver> {
-        let (Some(stdin), Some(mut stderr)) = (child.stdin.take(), child.stderr.take()) else {
+        let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
             let _ = child.kill();
             let _ = child.wait();
             return Err(Error::internal("zfs receive was started without its pipes"));
         };
-        let stderr = thread::spawn(move || {
-            let mut text = Vec::new();
-            // A read error only truncates what is reported.
-            let _ = stderr.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        });
-        Ok(Receiver { stdin, stderr })
+        Ok(Receiver { stdin, stderr: read_stderr(stderr) })
     }
+}
+
+/// Reads a child's stderr to its end on a thread of its own, so the child
+/// can never block on a full stderr pipe while this side is busy with its
+/// stdin or stdout.
+pub(super) fn read_stderr(mut stderr: ChildStderr) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = Vec::new();
+        // A read error only truncates what is reported.
+        let _ = stderr.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    })
 }
 
 enum FeedError {

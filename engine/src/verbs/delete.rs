@@ -32,10 +32,7 @@ pub fn delete(cx: &Context, pool_name: &PoolName, uuid: ImageUuid) -> Result<()>
     // The dataset is recorded from the first step on, so a delete
     // interrupted before its check can still be resumed.
     op.checked("lock", json!({"image": uuid.to_string(), "dataset": dataset.to_string()}))?;
-    let result = check_recorded(&mut op, pool.as_ref(), uuid)
-        .and_then(|()| destroy(&mut op, pool.as_ref(), uuid))
-        .and_then(|()| uncache(&mut op, cx, pool_name, uuid));
-    match result {
+    match delete_one(&mut op, cx, pool.as_ref(), uuid) {
         Ok(()) => {
             op.checked("unlock", json!({"image": uuid.to_string()}))?;
             op.end(Outcome::Succeeded, None)?;
@@ -73,6 +70,21 @@ fn check(pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// check, destroy and uncache of one image inside `op` (a delete, or one
+/// image of a vacuum). Before its destroy nothing changed, so the check
+/// runs (again); a destroy already begun is finished without it.
+pub(crate) fn delete_one(op: &mut Operation, cx: &Context, pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
+    if !destroy_started(op, &uuid.to_string()) {
+        check_recorded(op, pool, uuid)?;
+    }
+    destroy(op, pool, uuid)?;
+    uncache(op, cx, pool.name(), uuid)
+}
+
+pub(crate) fn destroy_started(op: &Operation, image: &str) -> bool {
+    matches!(op.step_state(DESTROY, Some(image)), StepState::Begun { .. } | StepState::Done { .. })
 }
 
 fn destroy(op: &mut Operation, pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
@@ -117,8 +129,12 @@ fn recorded_dataset(op: &Operation, image: &str) -> Result<Option<DatasetName>> 
 /// or begun and the dataset is gone (the process died before writing
 /// "done"). Such a delete cannot be undone, only finished.
 pub fn destroy_happened(cx: &Context, op: &Operation) -> Result<bool> {
-    let image = op.images().first().cloned().unwrap_or_default();
-    match op.step_state(DESTROY, Some(&image)) {
+    destroy_happened_to(cx, op, &op.images().first().cloned().unwrap_or_default())
+}
+
+/// Whether `image`'s destroy in `op` happened (see `destroy_happened`).
+pub(crate) fn destroy_happened_to(cx: &Context, op: &Operation, image: &str) -> Result<bool> {
+    match op.step_state(DESTROY, Some(image)) {
         StepState::Done { .. } => Ok(true),
         StepState::Begun { begun } => {
             let dataset = DatasetName::parse(
@@ -142,11 +158,7 @@ pub fn resume(cx: &Context, mut op: Operation) -> Result<()> {
     };
     let pool = cx.open_pool(&dataset.pool, false)?;
     let locks = lock::try_lock_images(&cx.state, &[(uuid, LockMode::Exclusive)])?;
-    let destroy_started = matches!(op.step_state(DESTROY, Some(&image)), StepState::Begun { .. } | StepState::Done { .. });
-    let result = if destroy_started { Ok(()) } else { check_recorded(&mut op, pool.as_ref(), uuid) }
-        .and_then(|()| destroy(&mut op, pool.as_ref(), uuid))
-        .and_then(|()| uncache(&mut op, cx, &dataset.pool, uuid));
-    match result {
+    match delete_one(&mut op, cx, pool.as_ref(), uuid) {
         Ok(()) => {
             op.checked("unlock", json!({"image": image}))?;
             op.end(Outcome::Succeeded, None)?;
