@@ -7,6 +7,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
+use imgadm_journal::UNSAFE_SKIP_FSYNC_ENV;
+use imgadm_tests::harness::{example, Driver, Run, World, BASE_FILE, BASE_MANIFEST, BASE_UUID};
+use serde_json::Value;
 use imgadm_tests::powerloss::{Lost, PowerLossFs, PowerLossMount};
 use tempfile::TempDir;
 
@@ -114,4 +117,171 @@ fn fs_keep_loses_nothing_and_garble_tears() {
         write_synced(&disk.path("torn"), &original);
     }
     assert!(torn_seen, "16 torn cuts never tore a write");
+}
+
+/// A world whose state directory (journal, dir pool, cache) is on a fresh
+/// power-loss mount. Fields drop in order: the world's files, then the mount.
+struct PoweredWorld {
+    world: World,
+    disk: Disk,
+}
+
+impl PoweredWorld {
+    fn new() -> PoweredWorld {
+        let disk = Disk::new();
+        let state = TempDir::new_in(disk.mount.path()).expect("state dir on the power-loss mount");
+        // The state directory itself exists before the test begins.
+        fsync_dir(disk.mount.path());
+        PoweredWorld { world: World::with_state(Driver::Dir, state), disk }
+    }
+
+    /// `imgadm install` of the example base image, with extra environment.
+    fn install(&self, env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.world.command();
+        cmd.args(["install", "-P", &self.world.pool, "-m"])
+            .arg(example(BASE_MANIFEST))
+            .arg("-f")
+            .arg(example(BASE_FILE))
+            .envs(env.iter().copied());
+        Run::from_output(cmd.output().expect("cannot run imgadm"))
+    }
+
+    /// Every event in the journal, as `journal export` prints them.
+    fn events(&self) -> Vec<String> {
+        self.world.imgadm(&["journal", "export"]).ok().stdout.lines().map(str::to_string).collect()
+    }
+}
+
+/// Cuts power right after an install returned; true if any event the
+/// journal held before the cut is gone (or the journal no longer opens).
+fn install_then_cut_loses_events(env: &[(&str, &str)]) -> bool {
+    let mut w = PoweredWorld::new();
+    w.install(env).ok();
+    let acknowledged = w.events();
+    assert!(acknowledged.len() >= 18, "an install writes at least 18 events: {acknowledged:?}");
+    w.disk.cut(Lost::Drop);
+    let list = w.world.imgadm(&["journal", "list", "-j"]);
+    if list.status != 0 {
+        eprintln!("after the cut, `journal list` fails: {}", list.stderr.trim());
+        return true;
+    }
+    let export = w.world.imgadm(&["journal", "export"]);
+    let survived: Vec<String> = export.stdout.lines().map(str::to_string).collect();
+    let lost = acknowledged.iter().filter(|e| !survived.contains(e)).count();
+    eprintln!("after the cut: {lost} of {} acknowledged events gone (export exit {})", acknowledged.len(), export.status);
+    lost > 0 || export.status != 0
+}
+
+const RUNS: usize = 3;
+
+#[test]
+fn journal_without_fsync_loses_acknowledged_events() {
+    let losses = (0..RUNS).filter(|_| install_then_cut_loses_events(&[(UNSAFE_SKIP_FSYNC_ENV, "1")])).count();
+    eprintln!("sled's flush() alone: acknowledged events lost in {losses} of {RUNS} runs");
+    assert!(losses > 0, "the power-loss file system has no teeth: flush() alone lost nothing in {RUNS} runs");
+}
+
+#[test]
+fn journal_with_fsync_keeps_every_acknowledged_event() {
+    for run in 0..RUNS {
+        assert!(!install_then_cut_loses_events(&[]), "run {run}: the journal lost acknowledged events");
+    }
+}
+
+
+/// A verb whose every step boundary gets a power cut: how to run it (with
+/// extra environment), its steps in order, and the image it installs.
+struct Verb {
+    name: &'static str,
+    steps: &'static [&'static str],
+    run: fn(&PoweredWorld, &[(&str, &str)]) -> Run,
+    image: &'static str,
+}
+
+/// Import joins this table when it lands.
+const VERBS: &[Verb] = &[Verb {
+    name: "install",
+    steps: &["validate", "lock", "verify", "recv", "final", "rename", "cache", "unlock"],
+    run: PoweredWorld::install,
+    image: BASE_UUID,
+}];
+
+#[derive(Clone, Copy, Debug)]
+enum Recovery {
+    Resume,
+    Rollback,
+}
+
+/// Kills `verb` at `step:when`, cuts power, and checks that the journal
+/// kept every event it had acknowledged and that `recovery` ends right.
+fn cut_at(verb: &Verb, step: &str, when: &str, lost: Lost, recovery: Recovery) {
+    let case = format!("{} {step}:{when}, {lost:?}, {recovery:?}", verb.name);
+    let mut w = PoweredWorld::new();
+    let killed = (verb.run)(&w, &[("IMGADM_FAILPOINT", &format!("{step}:{when}"))]);
+    assert_eq!(killed.status, -1, "{case}: the failpoint did not kill imgadm:\n{}", killed.stderr);
+    // The failpoint fires only after the events before it were durable, so
+    // everything in the journal now was acknowledged to the killed process.
+    let acknowledged = w.events();
+    eprintln!("{case}: {}", w.disk.mount.cut_power(lost).expect("cut power"));
+
+    let export = w.world.imgadm(&["journal", "export"]);
+    assert_eq!(export.status, 0, "{case}: the journal does not open after the cut:\n{}", export.stderr);
+    let survived: Vec<String> = export.stdout.lines().map(str::to_string).collect();
+    assert_eq!(survived, acknowledged, "{case}: the cut changed the journal's events");
+    let events: Vec<Value> = survived.iter().map(|l| serde_json::from_str(l).expect("an event is JSON")).collect();
+    let op = events[0]["op"].as_str().expect("events name their operation").to_string();
+    assert!(
+        events.iter().any(|e| e["kind"] == "step-begun" && e["step"] == step),
+        "{case}: the durable \"{step}\" begun event is gone"
+    );
+
+    let (command, state) = match recovery {
+        Recovery::Resume => ("resume", "succeeded"),
+        Recovery::Rollback => ("rollback", "rolled-back"),
+    };
+    w.world.imgadm(&["journal", command, &op]).ok();
+    let ops = w.world.imgadm(&["journal", "list", "-j"]).ok().json();
+    assert_eq!(ops[0]["state"], state, "{case}: {ops}");
+    w.world.imgadm(&["journal", "verify"]).ok();
+    match recovery {
+        Recovery::Resume => assert_eq!(w.world.listed(), [verb.image], "{case}"),
+        Recovery::Rollback => {
+            assert!(w.world.listed().is_empty(), "{case}: the image is still installed");
+            let left: Vec<String> = w.world.state_files().into_iter().filter(|f| !f.ends_with("imgadm.conf")).collect();
+            assert!(left.is_empty(), "{case}: files left behind: {left:?}");
+        }
+    }
+}
+
+fn cut_at_every_step_boundary(lost: Lost, recovery: Recovery) {
+    let mut cases = 0;
+    for verb in VERBS {
+        for step in verb.steps {
+            for when in ["before", "after"] {
+                cut_at(verb, step, when, lost, recovery);
+                cases += 1;
+            }
+        }
+    }
+    eprintln!("power loss ({lost:?}, then {recovery:?}): {cases} step boundaries, all recovered");
+}
+
+#[test]
+fn cut_at_every_step_boundary_drop_then_resume() {
+    cut_at_every_step_boundary(Lost::Drop, Recovery::Resume);
+}
+
+#[test]
+fn cut_at_every_step_boundary_drop_then_rollback() {
+    cut_at_every_step_boundary(Lost::Drop, Recovery::Rollback);
+}
+
+#[test]
+fn cut_at_every_step_boundary_garble_then_resume() {
+    cut_at_every_step_boundary(Lost::Garble, Recovery::Resume);
+}
+
+#[test]
+fn cut_at_every_step_boundary_garble_then_rollback() {
+    cut_at_every_step_boundary(Lost::Garble, Recovery::Rollback);
 }
