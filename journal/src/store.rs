@@ -85,6 +85,11 @@ impl Store {
         let sled_dir = dir.join("sled");
         let creating = !sled_dir.exists();
         let db = open_sled(&sled_dir, lock_timeout)?;
+        // sled writes its `conf` file (when it finds none, or one of 8
+        // bytes or less) and never fsyncs it; a torn or zeroed `conf` after
+        // a power cut makes sled refuse to open the database at all. An
+        // fsync of the unchanged file costs next to nothing.
+        sync_path(&sled_dir.join("conf"))?;
         if creating {
             sync_dir(&sled_dir)?;
             sync_dir(dir)?;
