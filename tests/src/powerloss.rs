@@ -83,6 +83,12 @@ impl PowerLossMount {
         self.lock().volatile.unsynced_bytes()
     }
 
+    /// Files with unsynced writes (relative to the backing directory) and
+    /// how many bytes each.
+    pub fn unsynced_files(&self) -> Vec<(PathBuf, u64)> {
+        self.lock().unsynced_files()
+    }
+
     /// Metadata changes (create, rename, unlink ...) made since the last fsync.
     pub fn unsynced_changes(&self) -> usize {
         self.lock().volatile.unsynced_changes()
@@ -100,7 +106,10 @@ impl PowerLossMount {
         let report = {
             let mut shared = self.lock();
             shared.powered = false;
-            shared.volatile.cut(lost, seed)?
+            let files = shared.unsynced_files();
+            let report = shared.volatile.cut(lost, seed)?;
+            let names: Vec<String> = files.iter().map(|(path, bytes)| format!("{} ({bytes} B)", path.display())).collect();
+            format!("{report}; unsynced files: [{}]", names.join(", "))
         };
         self.stop()?;
         *self.lock() = Shared::new(&self.backing)?;

@@ -285,3 +285,4 @@ fn cut_at_every_step_boundary_garble_then_resume() {
 fn cut_at_every_step_boundary_garble_then_rollback() {
     cut_at_every_step_boundary(Lost::Garble, Recovery::Rollback);
 }
+

@@ -58,6 +58,22 @@ impl Shared {
         })
     }
 
+    /// Files with unsynced writes (by their backing path, relative to the
+    /// backing directory, as last seen) and how many bytes each.
+    pub(super) fn unsynced_files(&self) -> Vec<(PathBuf, u64)> {
+        let mut files: Vec<(PathBuf, u64)> = self
+            .volatile
+            .unsynced_inodes()
+            .into_iter()
+            .map(|(ino, bytes)| {
+                let path = self.paths.get(&ino).and_then(|p| p.strip_prefix(&self.root).ok());
+                (path.map_or_else(|| PathBuf::from(format!("inode {ino}")), Path::to_path_buf), bytes)
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
     /// FUSE's root is inode 1: the backing root's number and 1 swap places.
     fn fuse_ino(&self, st_ino: u64) -> u64 {
         match st_ino {

@@ -118,6 +118,11 @@ impl Volatile {
         self.files.values().flat_map(|f| &f.writes).map(|w| w.data.len() as u64).sum()
     }
 
+    /// Inodes with unsynced writes, and how many bytes each.
+    pub(super) fn unsynced_inodes(&self) -> Vec<(u64, u64)> {
+        self.files.iter().map(|(ino, f)| (*ino, f.writes.iter().map(|w| w.data.len() as u64).sum())).collect()
+    }
+
     pub(super) fn unsynced_changes(&self) -> usize {
         self.changes.len()
     }
