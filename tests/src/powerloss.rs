@@ -100,7 +100,9 @@ impl PowerLossMount {
     /// Returns a line saying what was lost (with the seed of a torn cut).
     pub fn cut_power(&mut self, lost: Lost) -> io::Result<String> {
         let seed = match std::env::var(SEED_ENV) {
-            Ok(s) => s.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{SEED_ENV}={s} is not a number")))?,
+            Ok(s) => s
+                .parse()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{SEED_ENV}={s} is not a number")))?,
             Err(_) => fastrand::u64(..),
         };
         let report = {
@@ -108,7 +110,8 @@ impl PowerLossMount {
             shared.powered = false;
             let files = shared.unsynced_files();
             let report = shared.volatile.cut(lost, seed)?;
-            let names: Vec<String> = files.iter().map(|(path, bytes)| format!("{} ({bytes} B)", path.display())).collect();
+            let names: Vec<String> =
+                files.iter().map(|(path, bytes)| format!("{} ({bytes} B)", path.display())).collect();
             format!("{report}; unsynced files: [{}]", names.join(", "))
         };
         self.stop()?;

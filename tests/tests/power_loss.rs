@@ -9,8 +9,8 @@ use std::path::Path;
 
 use imgadm_journal::UNSAFE_SKIP_FSYNC_ENV;
 use imgadm_tests::harness::{example, Driver, Run, World, BASE_FILE, BASE_MANIFEST, BASE_UUID};
-use serde_json::Value;
 use imgadm_tests::powerloss::{Lost, PowerLossFs, PowerLossMount};
+use serde_json::Value;
 use tempfile::TempDir;
 
 /// A backing directory and a power-loss mount of it.
@@ -168,7 +168,11 @@ fn install_then_cut_loses_events(env: &[(&str, &str)]) -> bool {
     let export = w.world.imgadm(&["journal", "export"]);
     let survived: Vec<String> = export.stdout.lines().map(str::to_string).collect();
     let lost = acknowledged.iter().filter(|e| !survived.contains(e)).count();
-    eprintln!("after the cut: {lost} of {} acknowledged events gone (export exit {})", acknowledged.len(), export.status);
+    eprintln!(
+        "after the cut: {lost} of {} acknowledged events gone (export exit {})",
+        acknowledged.len(),
+        export.status
+    );
     lost > 0 || export.status != 0
 }
 
@@ -187,7 +191,6 @@ fn journal_with_fsync_keeps_every_acknowledged_event() {
         assert!(!install_then_cut_loses_events(&[]), "run {run}: the journal lost acknowledged events");
     }
 }
-
 
 /// A verb whose every step boundary gets a power cut: how to run it (with
 /// extra environment), its steps in order, and the image it installs.
@@ -285,4 +288,3 @@ fn cut_at_every_step_boundary_garble_then_resume() {
 fn cut_at_every_step_boundary_garble_then_rollback() {
     cut_at_every_step_boundary(Lost::Garble, Recovery::Rollback);
 }
-

@@ -200,8 +200,8 @@ impl Shared {
         Ok(())
     }
 
-    fn setattr(&mut self, ino: INodeNo, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>, size: Option<u64>,
-        atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>) -> Result<FileAttr, Errno> {
+    fn setattr(&mut self, ino: INodeNo, change: AttrChange) -> Result<FileAttr, Errno> {
+        let AttrChange { mode, uid, gid, size, atime, mtime } = change;
         let path = self.path(ino)?;
         if let Some(mode) = mode {
             fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o7777))?;
@@ -244,6 +244,16 @@ impl Shared {
         self.volatile.overlay(ino.0, offset, &mut buf);
         Ok(buf)
     }
+}
+
+/// What a setattr asks to change.
+struct AttrChange {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
 }
 
 /// Opens backing files for the kernel's open and create: `O_APPEND` is left
@@ -292,11 +302,14 @@ fn reply_empty(reply: ReplyEmpty, done: Result<(), Errno>) {
 
 impl Filesystem for PowerLossFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, (|| {
-            let mut s = self.powered()?;
-            let path = s.child(parent, name)?;
-            s.attr(&path)
-        })());
+        reply_entry(
+            reply,
+            (|| {
+                let mut s = self.powered()?;
+                let path = s.child(parent, name)?;
+                s.attr(&path)
+            })(),
+        );
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -311,49 +324,84 @@ impl Filesystem for PowerLossFs {
         }
     }
 
-    fn setattr(&self, _req: &Request, ino: INodeNo, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>,
-        size: Option<u64>, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>, _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>, _crtime: Option<SystemTime>, _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>, _flags: Option<fuser::BsdFileFlags>, reply: ReplyAttr) {
-        match self.powered().and_then(|mut s| s.setattr(ino, mode, uid, gid, size, atime, mtime)) {
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = AttrChange { mode, uid, gid, size, atime, mtime };
+        match self.powered().and_then(|mut s| s.setattr(ino, change)) {
             Ok(attr) => reply.attr(&NO_CACHE, &attr),
             Err(e) => reply.error(e),
         }
     }
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
-        reply_entry(reply, (|| {
-            let mut s = self.powered()?;
-            let path = s.child(parent, name)?;
-            fs::DirBuilder::new().mode(mode & !umask).create(&path)?;
-            s.volatile.created(path.clone());
-            s.attr(&path)
-        })());
+        reply_entry(
+            reply,
+            (|| {
+                let mut s = self.powered()?;
+                let path = s.child(parent, name)?;
+                fs::DirBuilder::new().mode(mode & !umask).create(&path)?;
+                s.volatile.created(path.clone());
+                s.attr(&path)
+            })(),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, (|| {
-            let mut s = self.powered()?;
-            let path = s.child(parent, name)?;
-            s.remove(&path, false)
-        })());
+        reply_empty(
+            reply,
+            (|| {
+                let mut s = self.powered()?;
+                let path = s.child(parent, name)?;
+                s.remove(&path, false)
+            })(),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, (|| {
-            let mut s = self.powered()?;
-            let path = s.child(parent, name)?;
-            s.remove(&path, true)
-        })());
+        reply_empty(
+            reply,
+            (|| {
+                let mut s = self.powered()?;
+                let path = s.child(parent, name)?;
+                s.remove(&path, true)
+            })(),
+        );
     }
 
-    fn rename(&self, _req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr,
-        flags: RenameFlags, reply: ReplyEmpty) {
-        reply_empty(reply, (|| {
-            let mut s = self.powered()?;
-            let (from, to) = (s.child(parent, name)?, s.child(newparent, newname)?);
-            s.rename(&from, &to, flags)
-        })());
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(
+            reply,
+            (|| {
+                let mut s = self.powered()?;
+                let (from, to) = (s.child(parent, name)?, s.child(newparent, newname)?);
+                s.rename(&from, &to, flags)
+            })(),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -368,8 +416,16 @@ impl Filesystem for PowerLossFs {
         }
     }
 
-    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32,
-        reply: ReplyCreate) {
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let created = (|| {
             let mut s = self.powered()?;
             let path = s.child(parent, name)?;
@@ -397,16 +453,35 @@ impl Filesystem for PowerLossFs {
         }
     }
 
-    fn read(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         match self.powered().and_then(|s| s.read(ino, fh, offset, size)) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
         }
     }
 
-    fn write(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _write_flags: WriteFlags,
-        _flags: OpenFlags, _lock_owner: Option<LockOwner>, reply: ReplyWrite) {
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
         let written = (|| {
             let mut s = self.powered()?;
             let file = s.handle(fh)?.try_clone()?;
@@ -424,8 +499,16 @@ impl Filesystem for PowerLossFs {
         reply.ok();
     }
 
-    fn release(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         // Released even after the cut, so the handle table does not leak.
         self.shared.lock().unwrap_or_else(|p| p.into_inner()).handles.remove(&fh.0);
         reply.ok();
@@ -477,10 +560,19 @@ impl Filesystem for PowerLossFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let stat = self.powered().and_then(|s| Ok(nix::sys::statvfs::statvfs(&s.root).map_err(|e| Errno::from_i32(e as i32))?));
+        let stat =
+            self.powered().and_then(|s| nix::sys::statvfs::statvfs(&s.root).map_err(|e| Errno::from_i32(e as i32)));
         match stat {
-            Ok(st) => reply.statfs(st.blocks(), st.blocks_free(), st.blocks_available(), st.files(), st.files_free(),
-                st.block_size() as u32, st.name_max() as u32, st.fragment_size() as u32),
+            Ok(st) => reply.statfs(
+                st.blocks(),
+                st.blocks_free(),
+                st.blocks_available(),
+                st.files(),
+                st.files_free(),
+                st.block_size() as u32,
+                st.name_max() as u32,
+                st.fragment_size() as u32,
+            ),
             Err(e) => reply.error(e),
         }
     }

@@ -195,10 +195,14 @@ impl Volatile {
         self.changes.clear();
         for entry in fs::read_dir(&self.graveyard)? {
             let path = entry?.path();
-            if path.is_dir() { fs::remove_dir_all(&path)? } else { fs::remove_file(&path)? }
+            if path.is_dir() {
+                fs::remove_dir_all(&path)?
+            } else {
+                fs::remove_file(&path)?
+            }
         }
         // Pending writes to files that are now gone for good can never be read.
-        self.files.retain(|_, f| f.backing.metadata().map_or(false, |m| m.nlink() > 0));
+        self.files.retain(|_, f| f.backing.metadata().is_ok_and(|m| m.nlink() > 0));
         Ok(())
     }
 
