@@ -70,29 +70,43 @@ fn fs_drops_unsynced_data_and_keeps_synced_data() {
 }
 
 #[test]
-fn fs_new_names_need_an_fsync_after_them() {
+fn fs_new_names_need_an_fsync_of_their_directory() {
     let mut disk = Disk::new();
     fs::create_dir(disk.path("dir")).unwrap();
+    fsync_dir(disk.mount.path());
     write_synced(&disk.path("dir/old"), b"old");
+    fsync_dir(&disk.path("dir"));
     // The atomic-replace pattern without the directory fsync: the file's
-    // fsync came before the rename, so the rename is not durable.
+    // fsync makes neither its name nor the rename durable, and neither
+    // does an fsync of another directory.
     write_synced(&disk.path("dir/tmp"), b"new");
     fs::rename(disk.path("dir/tmp"), disk.path("dir/old")).unwrap();
     fs::write(disk.path("dir/unsynced"), b"x").unwrap();
-    assert_eq!(disk.mount.unsynced_changes(), 2);
+    write_synced(&disk.path("elsewhere"), b"x");
+    fsync_dir(disk.mount.path());
+    assert_eq!(disk.mount.unsynced_changes(), 3);
     disk.cut(Lost::Drop);
     assert_eq!(fs::read(disk.path("dir/old")).unwrap(), b"old", "the unsynced rename survived");
-    assert_eq!(fs::read(disk.path("dir/tmp")).unwrap(), b"new", "the rename's source did not come back");
+    assert!(!disk.path("dir/tmp").exists(), "the unsynced new name survived");
     assert!(!disk.path("dir/unsynced").exists(), "an unsynced new file survived");
 
+    write_synced(&disk.path("dir/tmp"), b"new");
     fs::rename(disk.path("dir/tmp"), disk.path("dir/old")).unwrap();
     fsync_dir(&disk.path("dir"));
     fs::remove_file(disk.path("dir/old")).unwrap();
     disk.cut(Lost::Drop);
     assert_eq!(fs::read(disk.path("dir/old")).unwrap(), b"new", "an unsynced unlink was durable");
     assert!(!disk.path("dir/tmp").exists());
-    let names: Vec<_> = fs::read_dir(disk.mount.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(names, ["dir"], "the graveyard shows");
+
+    // A new directory needs its parent fsynced too, whatever is synced inside.
+    fs::create_dir(disk.path("sub")).unwrap();
+    write_synced(&disk.path("sub/f"), b"f");
+    fsync_dir(&disk.path("sub"));
+    disk.cut(Lost::Drop);
+    assert!(!disk.path("sub").exists(), "a directory whose parent was not fsynced survived");
+    let mut names: Vec<_> = fs::read_dir(disk.mount.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["dir", "elsewhere"], "the graveyard shows, or a cut left something");
 }
 
 #[test]

@@ -183,7 +183,7 @@ impl Shared {
             }
             return Err(e.into());
         }
-        self.volatile.renamed(from.to_path_buf(), to.to_path_buf(), replaced);
+        self.volatile.renamed(dir_ino(to)?, from.to_path_buf(), to.to_path_buf(), replaced);
         Ok(())
     }
 
@@ -195,8 +195,9 @@ impl Shared {
             (true, true) if fs::read_dir(path)?.next().is_some() => return Err(Errno::ENOTEMPTY),
             _ => {}
         }
+        let dir = dir_ino(path)?;
         let grave = self.bury(path)?;
-        self.volatile.removed(path.to_path_buf(), grave);
+        self.volatile.removed(dir, path.to_path_buf(), grave);
         Ok(())
     }
 
@@ -244,6 +245,12 @@ impl Shared {
         self.volatile.overlay(ino.0, offset, &mut buf);
         Ok(buf)
     }
+}
+
+/// The backing inode number of the directory that holds `path`.
+fn dir_ino(path: &Path) -> io::Result<u64> {
+    let parent = path.parent().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(fs::metadata(parent)?.ino())
 }
 
 /// What a setattr asks to change.
@@ -356,7 +363,7 @@ impl Filesystem for PowerLossFs {
                 let mut s = self.powered()?;
                 let path = s.child(parent, name)?;
                 fs::DirBuilder::new().mode(mode & !umask).create(&path)?;
-                s.volatile.created(path.clone());
+                s.volatile.created(dir_ino(&path)?, path.clone());
                 s.attr(&path)
             })(),
         );
@@ -437,7 +444,7 @@ impl Filesystem for PowerLossFs {
             }
             let file = options.open(&path)?;
             if !existed {
-                s.volatile.created(path.clone());
+                s.volatile.created(dir_ino(&path)?, path.clone());
             }
             let attr = s.attr(&path)?;
             if flags & libc::O_TRUNC != 0 {
@@ -554,9 +561,12 @@ impl Filesystem for PowerLossFs {
         }
     }
 
-    /// A directory fsync commits every metadata change so far.
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply_empty(reply, self.powered().and_then(|mut s| Ok(s.volatile.commit_changes()?)));
+    /// A directory fsync makes the changes of names in it durable.
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply_empty(reply, self.powered().and_then(|mut s| {
+            let dir = fs::metadata(s.path(ino)?)?.ino();
+            Ok(s.volatile.sync_dir(dir)?)
+        }));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -6,13 +6,15 @@
 //!   handles, as on Linux). Reads see it; the backing file does not.
 //! - Metadata (create, mkdir, rename, unlink, rmdir) is done on the backing
 //!   directory at once, so later operations see it, but logged with what
-//!   undoes it. Any fsync or fsyncdir commits the whole log, oldest first,
-//!   as a journaling file system (ext4, XFS, ZFS's intent log) commits its
-//!   metadata in order: a rename is durable once anything is fsynced after
-//!   it, not before. Unlinked and replaced files wait in a graveyard inside
-//!   the backing directory until then, so a cut can put them back.
+//!   undoes it, until the directory that holds the new (or removed) name is
+//!   fsynced: the minimum POSIX promises (fsync(2): "an explicit fsync() on
+//!   a file descriptor for the directory is also needed"). Journaling file
+//!   systems often keep more (ext4 commits every earlier change with any
+//!   fsync); this model finds the code that relies on that. Unlinked and
+//!   replaced entries wait in a graveyard inside the backing directory, so
+//!   a cut can put them back.
 //! - Not modelled: truncate, chmod, chown and timestamps are durable at
-//!   once; a commit never persists other files' unsynced data (ext4's
+//!   once; an fsync never persists other files' unsynced data (ext4's
 //!   data=ordered would, for files whose size grew).
 
 use std::collections::HashMap;
@@ -24,7 +26,8 @@ use std::path::{Path, PathBuf};
 /// What a power cut does to the writes that were not fsynced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lost {
-    /// They are gone, and so is every metadata change since the last fsync.
+    /// They are gone, and so is every metadata change whose directory was
+    /// not fsynced since.
     Drop,
     /// They all reached the disk after all (a cut that lost nothing).
     Keep,
@@ -65,29 +68,53 @@ impl PendingFile {
 }
 
 /// A metadata change on the backing directory and how to undo it.
-enum Change {
+enum Undo {
     Created(PathBuf),
     Renamed { from: PathBuf, to: PathBuf, replaced: Option<PathBuf> },
     Removed { path: PathBuf, grave: PathBuf },
 }
 
-impl Change {
+/// A metadata change not yet durable: `dir` (the backing inode number of
+/// the directory holding the new or removed name) must be fsynced first.
+struct Change {
+    dir: u64,
+    undo: Undo,
+}
+
+impl Undo {
+    /// Undoes the change, as far as later changes left it possible: an
+    /// entry already gone (removed, or under a directory whose creation was
+    /// undone) stays gone, as it would on a disk.
     fn undo(&self) -> io::Result<()> {
-        match self {
-            Change::Created(path) => match fs::symlink_metadata(path) {
+        let done = match self {
+            Undo::Created(path) => match fs::symlink_metadata(path) {
                 Ok(m) if m.is_dir() => fs::remove_dir_all(path),
                 Ok(_) => fs::remove_file(path),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(e),
             },
-            Change::Renamed { from, to, replaced } => {
-                fs::rename(to, from)?;
-                match replaced {
-                    Some(grave) => fs::rename(grave, to),
-                    None => Ok(()),
-                }
-            }
-            Change::Removed { path, grave } => fs::rename(grave, path),
+            Undo::Renamed { from, to, replaced } => fs::rename(to, from).and_then(|()| match replaced {
+                Some(grave) => fs::rename(grave, to),
+                None => Ok(()),
+            }),
+            Undo::Removed { path, grave } => fs::rename(grave, path),
+        };
+        match done {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The change is durable: what it removed or replaced goes for good.
+    fn forget(&self) -> io::Result<()> {
+        let grave = match self {
+            Undo::Renamed { replaced: Some(grave), .. } | Undo::Removed { grave, .. } => grave,
+            _ => return Ok(()),
+        };
+        match fs::symlink_metadata(grave) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(grave),
+            Ok(_) => fs::remove_file(grave),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 }
@@ -178,36 +205,36 @@ impl Volatile {
         });
     }
 
-    /// fsync of one inode: its writes reach the backing file, and, as a
-    /// journaling file system commits its log, every metadata change so far.
+    /// fsync of one file: its writes reach the backing file. Its name, if
+    /// new, is not made durable: that takes an fsync of its directory.
     pub(super) fn sync_file(&mut self, ino: u64) -> io::Result<()> {
-        if let Some(pending) = self.files.remove(&ino) {
-            pending.apply()?;
+        match self.files.remove(&ino) {
+            Some(pending) => pending.apply(),
+            None => Ok(()),
         }
-        self.commit_changes()
     }
 
-    /// Makes every logged metadata change durable: the graveyard is emptied.
-    pub(super) fn commit_changes(&mut self) -> io::Result<()> {
-        if self.changes.is_empty() {
-            return Ok(());
-        }
-        self.changes.clear();
-        for entry in fs::read_dir(&self.graveyard)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                fs::remove_dir_all(&path)?
-            } else {
-                fs::remove_file(&path)?
-            }
+    /// fsync of a directory (`dir` is its backing inode number): the
+    /// changes of names in it become durable.
+    pub(super) fn sync_dir(&mut self, dir: u64) -> io::Result<()> {
+        let (durable, pending): (Vec<Change>, Vec<Change>) =
+            std::mem::take(&mut self.changes).into_iter().partition(|c| c.dir == dir);
+        self.changes = pending;
+        self.forget(durable)
+    }
+
+    fn forget(&mut self, durable: Vec<Change>) -> io::Result<()> {
+        for change in &durable {
+            change.undo.forget()?;
         }
         // Pending writes to files that are now gone for good can never be read.
         self.files.retain(|_, f| f.backing.metadata().is_ok_and(|m| m.nlink() > 0));
         Ok(())
     }
 
-    pub(super) fn created(&mut self, path: PathBuf) {
-        self.changes.push(Change::Created(path));
+    /// A name was created in directory `dir`.
+    pub(super) fn created(&mut self, dir: u64, path: PathBuf) {
+        self.changes.push(Change { dir, undo: Undo::Created(path) });
     }
 
     /// A fresh name in the graveyard.
@@ -216,12 +243,15 @@ impl Volatile {
         self.graveyard.join(self.next_grave.to_string())
     }
 
-    pub(super) fn renamed(&mut self, from: PathBuf, to: PathBuf, replaced: Option<PathBuf>) {
-        self.changes.push(Change::Renamed { from, to, replaced });
+    /// An entry was renamed into directory `dir` (what it replaced, if
+    /// anything, is in the graveyard).
+    pub(super) fn renamed(&mut self, dir: u64, from: PathBuf, to: PathBuf, replaced: Option<PathBuf>) {
+        self.changes.push(Change { dir, undo: Undo::Renamed { from, to, replaced } });
     }
 
-    pub(super) fn removed(&mut self, path: PathBuf, grave: PathBuf) {
-        self.changes.push(Change::Removed { path, grave });
+    /// An entry of directory `dir` was removed (moved to the graveyard).
+    pub(super) fn removed(&mut self, dir: u64, path: PathBuf, grave: PathBuf) {
+        self.changes.push(Change { dir, undo: Undo::Removed { path, grave } });
     }
 
     /// The power cut. Returns a line saying what was lost.
@@ -251,11 +281,12 @@ impl Volatile {
                 }
             }
         }
-        for change in self.changes.drain(kept_changes..).rev() {
-            change.undo()?;
+        let mut uncommitted = std::mem::take(&mut self.changes);
+        for change in uncommitted.drain(kept_changes..).rev() {
+            change.undo.undo()?;
         }
-        // What is left is the prefix that made it: its graves go for good.
-        self.commit_changes()?;
+        // What is left is the prefix that made it to the disk after all.
+        self.forget(uncommitted)?;
         Ok(format!(
             "power cut ({lost:?}, seed {seed}): {bytes} unsynced bytes, {kept_changes} of {changes} uncommitted metadata changes kept"
         ))
