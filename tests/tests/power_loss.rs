@@ -231,7 +231,8 @@ enum Recovery {
 
 /// Kills `verb` at `step:when`, cuts power, and checks that the journal
 /// kept every event it had acknowledged and that `recovery` ends right.
-fn cut_at(verb: &Verb, step: &str, when: &str, lost: Lost, recovery: Recovery) {
+/// `reference` is the state files of an uninterrupted run.
+fn cut_at(verb: &Verb, step: &str, when: &str, lost: Lost, recovery: Recovery, reference: &[String]) {
     let case = format!("{} {step}:{when}, {lost:?}, {recovery:?}", verb.name);
     let mut w = PoweredWorld::new();
     let killed = (verb.run)(&w, &[("IMGADM_FAILPOINT", &format!("{step}:{when}"))]);
@@ -261,7 +262,10 @@ fn cut_at(verb: &Verb, step: &str, when: &str, lost: Lost, recovery: Recovery) {
     assert_eq!(ops[0]["state"], state, "{case}: {ops}");
     w.world.imgadm(&["journal", "verify"]).ok();
     match recovery {
-        Recovery::Resume => assert_eq!(w.world.listed(), [verb.image], "{case}"),
+        Recovery::Resume => {
+            assert_eq!(w.world.listed(), [verb.image], "{case}");
+            assert_eq!(w.world.state_files(), reference, "{case}: the state differs from an uninterrupted run's");
+        }
         Recovery::Rollback => {
             assert!(w.world.listed().is_empty(), "{case}: the image is still installed");
             let left: Vec<String> = w.world.state_files().into_iter().filter(|f| !f.ends_with("imgadm.conf")).collect();
@@ -273,9 +277,12 @@ fn cut_at(verb: &Verb, step: &str, when: &str, lost: Lost, recovery: Recovery) {
 fn cut_at_every_step_boundary(lost: Lost, recovery: Recovery) {
     let mut cases = 0;
     for verb in VERBS {
+        let uninterrupted = PoweredWorld::new();
+        (verb.run)(&uninterrupted, &[]).ok();
+        let reference = uninterrupted.world.state_files();
         for step in verb.steps {
             for when in ["before", "after"] {
-                cut_at(verb, step, when, lost, recovery);
+                cut_at(verb, step, when, lost, recovery, &reference);
                 cases += 1;
             }
         }

@@ -104,6 +104,16 @@ impl Undo {
         }
     }
 
+    /// One line for the cut report, paths relative to `root`.
+    fn describe(&self, root: &Path) -> String {
+        let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+        match self {
+            Undo::Created(path) => format!("create {}", rel(path)),
+            Undo::Renamed { from, to, .. } => format!("rename {} -> {}", rel(from), rel(to)),
+            Undo::Removed { path, .. } => format!("remove {}", rel(path)),
+        }
+    }
+
     /// The change is durable: what it removed or replaced goes for good.
     fn forget(&self) -> io::Result<()> {
         let grave = match self {
@@ -282,13 +292,18 @@ impl Volatile {
             }
         }
         let mut uncommitted = std::mem::take(&mut self.changes);
+        let root = self.graveyard.parent().unwrap_or(&self.graveyard).to_path_buf();
+        let mut undone = Vec::new();
         for change in uncommitted.drain(kept_changes..).rev() {
             change.undo.undo()?;
+            undone.push(change.undo.describe(&root));
         }
+        undone.reverse();
         // What is left is the prefix that made it to the disk after all.
         self.forget(uncommitted)?;
         Ok(format!(
-            "power cut ({lost:?}, seed {seed}): {bytes} unsynced bytes, {kept_changes} of {changes} uncommitted metadata changes kept"
+            "power cut ({lost:?}, seed {seed}): {bytes} unsynced bytes, {kept_changes} of {changes} uncommitted metadata changes kept; undone: [{}]",
+            undone.join(", ")
         ))
     }
 }
