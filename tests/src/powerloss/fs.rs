@@ -563,10 +563,13 @@ impl Filesystem for PowerLossFs {
 
     /// A directory fsync makes the changes of names in it durable.
     fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply_empty(reply, self.powered().and_then(|mut s| {
-            let dir = fs::metadata(s.path(ino)?)?.ino();
-            Ok(s.volatile.sync_dir(dir)?)
-        }));
+        reply_empty(
+            reply,
+            self.powered().and_then(|mut s| {
+                let dir = fs::metadata(s.path(ino)?)?.ino();
+                Ok(s.volatile.sync_dir(dir)?)
+            }),
+        );
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
