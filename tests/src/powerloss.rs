@@ -5,7 +5,8 @@
 //!
 //! `kill -9` cannot find durability bugs, because the page cache survives a
 //! process kill; a cut here loses what a real power cut would lose. What is
-//! modelled and what is not: [`volatile`]'s module documentation.
+//! modelled and what is not: the `volatile` module's documentation, and
+//! docs/journal.md, "Power-loss testing".
 //!
 //! ```no_run
 //! # use imgadm_tests::powerloss::{Lost, PowerLossFs};
