@@ -65,8 +65,9 @@ pub fn read_raw(state: &StateDir, pool: &PoolName, uuid: ImageUuid) -> Result<Op
 }
 
 pub fn write_raw(state: &StateDir, pool: &PoolName, uuid: ImageUuid, bytes: &[u8]) -> Result<()> {
-    let dir = state.images_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io_path("cannot create", &dir, e))?;
+    // The directory's own entry must be durable too, or a power cut takes
+    // the cache file with it after `cache` was reported done.
+    fsutil::create_dir_durable(&state.images_dir())?;
     fsutil::write_file_atomic(&state.cache_path(pool, uuid), bytes)
 }
 

@@ -155,7 +155,7 @@ impl Config {
         fields.entry("upgradedToVer").or_insert(Value::String("3.0.0".to_string()));
         let text = serde_json::to_string_pretty(&Value::Object(fields))
             .map_err(|e| Error::internal(format!("cannot serialise config: {e}")))?;
-        std::fs::create_dir_all(state.root()).map_err(|e| Error::io_path("cannot create", state.root(), e))?;
+        fsutil::create_dir_durable(state.root())?;
         fsutil::write_file_atomic(&state.config_path(), text.as_bytes())
     }
 

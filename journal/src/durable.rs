@@ -6,6 +6,14 @@ use std::path::Path;
 
 use crate::error::{io, Result};
 
+/// `Path::new("journal").parent()` is `""`: that is the current directory.
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
 /// Test-only: when this variable is `1`, the explicit fsyncs are skipped and
 /// only sled's `flush()` remains. It exists so a power-loss test can show
 /// that the fsyncs matter. Never set it on a real host.
@@ -36,4 +44,19 @@ pub(crate) fn sync_path(path: &Path) -> Result<()> {
 /// fsync a directory, so that names created or renamed in it survive a power loss.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     sync_path(dir)
+}
+
+/// Creates `dir` and its missing ancestors, fsyncing the parent of each one
+/// created: a new directory's name is durable only once its parent is.
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = parent_dir(dir);
+    create_dir_durable(parent)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io("create", dir)(e)),
+    }
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{sync_dir, sync_path};
+use crate::durable::{create_dir_durable, sync_dir, sync_path};
 use crate::error::{corrupt, io, JournalError, Result};
 use crate::event::{Event, OpId, GENESIS_PREV};
 use crate::lock::JournalLock;
@@ -75,19 +75,16 @@ impl Store {
         lock_timeout: std::time::Duration,
         purpose: &str,
     ) -> Result<Store> {
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(io("create", dir))?;
-            // `Path::new("journal").parent()` is `""`: that is the current directory.
-            match dir.parent() {
-                Some(parent) if parent.as_os_str().is_empty() => sync_dir(Path::new("."))?,
-                Some(parent) => sync_dir(parent)?,
-                None => {}
-            }
-        }
+        create_dir_durable(dir)?;
         let lock = JournalLock::acquire(dir, lock_timeout, purpose)?;
         let sled_dir = dir.join("sled");
         let creating = !sled_dir.exists();
         let db = open_sled(&sled_dir, lock_timeout)?;
+        // sled writes its `conf` file (when it finds none, or one of 8
+        // bytes or less) and never fsyncs it; a torn or zeroed `conf` after
+        // a power cut makes sled refuse to open the database at all. An
+        // fsync of the unchanged file costs next to nothing.
+        sync_path(&sled_dir.join("conf"))?;
         if creating {
             sync_dir(&sled_dir)?;
             sync_dir(dir)?;

@@ -112,6 +112,12 @@ pub struct World {
 
 impl World {
     pub fn new(driver: Driver) -> World {
+        World::with_state(driver, TempDir::new().expect("temp state dir"))
+    }
+
+    /// A world whose state directory is `state`: one made on a particular
+    /// file system, such as a power-loss mount.
+    pub fn with_state(driver: Driver, state: TempDir) -> World {
         let zpool = (driver == Driver::Zfs).then(TestZpool::create);
         let pool = match &zpool {
             Some(z) => z.name().to_string(),
@@ -119,7 +125,7 @@ impl World {
         };
         World {
             driver,
-            state: TempDir::new().expect("temp state dir"),
+            state,
             work: TempDir::new().expect("temp work dir"),
             pool,
             zpool,

@@ -1,8 +1,10 @@
 //! Test support for imgadm-rs's end-to-end tests: a world per test (state
-//! directory, pool, the real binary), a real zfs-fuse pool per test, and a
-//! test Images API server that behaves as the recorded real one.
+//! directory, pool, the real binary), a real zfs-fuse pool per test, a
+//! test Images API server that behaves as the recorded real one, and a
+//! power-loss file system that drops what was not fsynced.
 
 pub mod harness;
 pub mod images;
 pub mod imgapi_server;
+pub mod powerloss;
 pub mod zfs;
