@@ -37,6 +37,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod recovery;
 pub mod report;
+pub mod source;
 pub mod state;
 pub mod steps;
 pub mod verbs;

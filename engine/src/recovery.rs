@@ -72,6 +72,7 @@ pub fn resume(cx: &Context, id: &OpId) -> Result<()> {
             crate::verbs::install::resume(cx, op, &data)
         }
         "delete" => crate::verbs::delete::resume(cx, op),
+        "import" => crate::verbs::import::resume(cx, op),
         verb => Err(Error::NotSupported(format!(
             "resuming a \"{verb}\" operation is not supported: roll it back with `imgadm journal rollback {id}`"
         ))),

@@ -248,7 +248,16 @@ pub fn undo(cx: &Context, step: &str, state: &StepState) -> Result<Value> {
 /// undo; used after a failure (bad input leaves nothing behind) and by
 /// `journal rollback`.
 pub fn roll_back(op: &mut Operation, cx: &Context) -> Result<()> {
+    roll_back_keeping(op, cx, &[])
+}
+
+/// Rolls back every step but those named in `keep` (a failed import keeps
+/// its `fetch`: the partial download a later run resumes).
+pub fn roll_back_keeping(op: &mut Operation, cx: &Context, keep: &[&str]) -> Result<()> {
     for (step, state) in op.steps_to_undo() {
+        if keep.contains(&step.as_str()) {
+            continue;
+        }
         let data = undo(cx, &step, &state)?;
         op.undone(&step, data)?;
     }

@@ -1,5 +1,9 @@
 //! One module per verb (or family of read-only verbs).
 
+pub mod avail;
 pub mod delete;
+pub mod import;
 pub mod install;
 pub mod query;
+pub mod show;
+pub mod sources;
