@@ -1,10 +1,13 @@
 //! Measures the journal at a given size.
 //!
-//! `cargo run --release -p imgadm-journal --example journal_bench -- N [DIR]`
+//! `cargo run --release -p imgadm-journal --example journal_bench -- N [DIR] [--engine-batches]`
 //!
 //! Fills a journal (in DIR, or a temporary directory) with about N events,
-//! as imports of 18 events each (written in large batches, so filling is
-//! not what is measured), then times: single-event appends (each a full
+//! as imports of 18 events each, written in batches of 9000 events (fast,
+//! but only the first and last sled writes of each batch churn sled), or
+//! with `--engine-batches` as the engine writes them, 5 appends per import
+//! (slow: one open/close cycle each, but it churns sled as real use does).
+//! Then it times: single-event appends (each a full
 //! lock/open/append/flush/fsync/close cycle), the history of one image,
 //! one operation's events, resolve, verify, export and rebuild.
 
@@ -59,8 +62,9 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let n: usize = args.next().ok_or("usage: journal_bench N [DIR]")?.parse()?;
+    let engine_batches = std::env::args().any(|a| a == "--engine-batches");
+    let mut args = std::env::args().skip(1).filter(|a| a != "--engine-batches");
+    let n: usize = args.next().ok_or("usage: journal_bench N [DIR] [--engine-batches]")?.parse()?;
     let tmp;
     let dir = match args.next() {
         Some(dir) => std::path::PathBuf::from(dir),
@@ -79,8 +83,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut batch = Vec::new();
         for i in 0..ops {
             let op = Journal::new_op_id();
-            batch.extend(import_events(&op, &image_name(i % images)));
+            let events = import_events(&op, &image_name(i % images));
             ids.push(op);
+            if engine_batches {
+                // begun + resolve; lock; fetch, verify; recv, final; rename, cache, ended
+                let mut events = events.into_iter();
+                for size in [3, 4, 4, 4, 3] {
+                    journal.append(events.by_ref().take(size).collect())?;
+                }
+                continue;
+            }
+            batch.extend(events);
             if batch.len() >= 9000 {
                 journal.append(std::mem::take(&mut batch))?;
             }

@@ -481,7 +481,8 @@ fn check_new(store: &Store, touched: &mut HashMap<OpId, bool>, new: &NewEvent) -
         None if store.contains(&op_key(OPEN, op))? => Some(false),
         None => None,
     };
-    let refuse = |why: &str| Err(JournalError::Invalid(format!("{:?} event for operation {op}: {why}", new.kind)));
+    let kind = serde_json::to_value(new.kind).unwrap_or_default();
+    let refuse = |why: &str| Err(JournalError::Invalid(format!("{kind} event for operation {op}: {why}")));
     match (new.kind, state) {
         (EventKind::OperationBegun, Some(_)) => return refuse("it has already begun"),
         (EventKind::OperationBegun, None) => {}

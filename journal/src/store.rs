@@ -77,8 +77,11 @@ impl Store {
     ) -> Result<Store> {
         if !dir.exists() {
             fs::create_dir_all(dir).map_err(io("create", dir))?;
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
+            // `Path::new("journal").parent()` is `""`: that is the current directory.
+            match dir.parent() {
+                Some(parent) if parent.as_os_str().is_empty() => sync_dir(Path::new("."))?,
+                Some(parent) => sync_dir(parent)?,
+                None => {}
             }
         }
         let lock = JournalLock::acquire(dir, lock_timeout, purpose)?;

@@ -69,7 +69,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(output: Output) -> Run {
+    pub fn from_output(output: Output) -> Run {
         Run {
             status: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -141,7 +141,7 @@ impl World {
     }
 
     pub fn imgadm(&self, args: &[&str]) -> Run {
-        Run::from(self.command().args(args).output().expect("cannot run imgadm"))
+        Run::from_output(self.command().args(args).output().expect("cannot run imgadm"))
     }
 
     /// `imgadm install -P POOL -m MANIFEST -f FILE`
