@@ -46,7 +46,13 @@ pub fn holds_guid(pool: &dyn Pool, dataset: &DatasetName, guid: u64) -> Result<b
     if !pool.dataset_exists(dataset)? {
         return Ok(false);
     }
-    Ok(pool.snapshots(dataset)?.iter().any(|s| s.guid == guid))
+    match pool.snapshots(dataset) {
+        Ok(snapshots) => Ok(snapshots.iter().any(|s| s.guid == guid)),
+        // A failed receive's dataset can vanish between the two calls
+        // (zfs-fuse cleans up after `zfs recv` has exited).
+        Err(_) if !pool.dataset_exists(dataset)? => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// What one image's receive needs: the pool, where the file comes from, and

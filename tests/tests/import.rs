@@ -67,6 +67,12 @@ fn import(w: &World, image: &str) -> Run {
     w.imgadm(&["import", "-P", &w.pool, image])
 }
 
+/// Whether the image is on this world's pool. (`list` scans every pool of
+/// the driver, and other test binaries' pools come and go meanwhile.)
+fn has(w: &World, image: &str) -> bool {
+    w.imgadm(&["get", "-P", &w.pool, image]).status == 0
+}
+
 fn downloads(w: &World) -> Vec<String> {
     std::fs::read_dir(w.state.path().join("downloads"))
         .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
@@ -199,7 +205,7 @@ fn resume_after_kill(driver: Driver, honour_range: bool) {
         assert!(ranged, "no Range request from the partial's length");
     }
     assert!(downloads(&w).is_empty(), "downloads left: {:?}", downloads(&w));
-    assert_eq!(w.listed(), [image]);
+    assert!(has(&w, image));
 }
 
 fn resume_after_kill_with_range(driver: Driver) {
@@ -219,7 +225,7 @@ fn wrong_sha1_fails_and_leaves_nothing(driver: Driver) {
     assert_eq!(run.status, 1, "{}", run.stderr);
     assert!(run.stderr.contains("DownloadError") || run.stderr.contains("Uncompression"), "{}", run.stderr);
     assert!(downloads(&w).is_empty(), "downloads left: {:?}", downloads(&w));
-    assert!(w.listed().is_empty());
+    assert!(!has(&w, BASE_UUID));
     let files: Vec<String> = w.state_files().into_iter().filter(|f| !f.ends_with("imgadm.conf")).collect();
     assert!(files.is_empty(), "files left: {files:?}");
 }
@@ -234,12 +240,12 @@ fn cut_connection_is_retried_then_leaves_the_partial(driver: Driver) {
     assert!(run.stderr.contains("(ClientError)"), "{}", run.stderr);
     assert_eq!(downloads(&w), [format!("{BASE_UUID}.file.partial")]);
     assert_eq!(retries(&w).len(), 3, "each failed attempt is journaled");
-    assert!(w.listed().is_empty());
+    assert!(!has(&w, BASE_UUID));
 
     server.clear_faults();
     server.honour_range(true);
     import(&w, BASE_UUID).ok();
-    assert_eq!(w.listed(), [BASE_UUID]);
+    assert!(has(&w, BASE_UUID));
     assert!(downloads(&w).is_empty());
 }
 
@@ -273,7 +279,7 @@ fn server_errors_are_retried_and_a_rerun_succeeds(driver: Driver) {
     assert!(run.stderr.contains("ServiceUnavailable") || run.stderr.contains("503"), "{}", run.stderr);
     server.clear_faults();
     import(&w, CHILD_UUID).ok();
-    assert_eq!(w.listed().len(), 2);
+    assert!(has(&w, CHILD_UUID));
 }
 
 fn concurrent_imports_download_each_image_once(driver: Driver) {
@@ -305,11 +311,7 @@ fn concurrent_imports_download_each_image_once(driver: Driver) {
     for (image, file) in [(BASE_UUID, read_example(BASE_FILE)), (CHILD_UUID, read_example(CHILD_FILE))] {
         assert_eq!(server.file_bytes_sent(&uuid(image)), file.len() as u64, "{image} downloaded more than once");
     }
-    let mut listed = w.listed();
-    listed.sort();
-    let mut expected = vec![BASE_UUID.to_string(), CHILD_UUID.to_string(), GRANDCHILD_UUID.to_string()];
-    expected.sort();
-    assert_eq!(listed, expected);
+    assert!([BASE_UUID, CHILD_UUID, GRANDCHILD_UUID].iter().all(|image| has(&w, image)));
 }
 
 fn pre_downloaded_files(driver: Driver) {
@@ -332,7 +334,7 @@ fn pre_downloaded_files(driver: Driver) {
         assert!(run.stderr.contains(log), "no \"{log}\" in:\n{}", run.stderr);
         assert_eq!(server.file_bytes_sent(&uuid(BASE_UUID)) > sent_before, downloads_again);
         assert!(downloads(&w).is_empty(), "downloads left: {:?}", downloads(&w));
-        assert_eq!(w.listed(), [BASE_UUID]);
+        assert!(has(&w, BASE_UUID));
         w.imgadm(&["delete", "-P", &w.pool, BASE_UUID]).ok();
     }
 }

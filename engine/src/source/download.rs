@@ -40,6 +40,7 @@ pub fn is_transfer_error(error: &Error) -> bool {
     match error {
         Error::Client { .. } => true,
         Error::Api { status, .. } => *status >= 500,
+        Error::Multi(errors) => errors.first().is_some_and(is_transfer_error),
         _ => false,
     }
 }
