@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(short = 'o', value_name = "FIELD,...")]
     columns: Option<String>,
     /// Sort on these fields, comma-separated; `-FIELD` reverses. Default: published_at,name.
-    #[arg(short = 's', value_name = "FIELD,...")]
+    #[arg(short = 's', value_name = "FIELD,...", allow_hyphen_values = true)]
     sort: Option<String>,
     /// Filters `FIELD=VALUE` (`FIELD=~SUBSTRING`, `FIELD=true|false`; dotted fields).
     filters: Vec<String>,
