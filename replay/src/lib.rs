@@ -25,32 +25,24 @@ use imgadm_journal::{OperationSummary, StepSummary};
 use serde::Serialize;
 use serde_json::Value;
 
-/// An operation as `journal list -j` prints it.
+/// An operation as `journal list -j` prints it: the journal's summary and
+/// its state as of now.
 #[derive(Clone, Debug, Serialize)]
 pub struct OperationView {
-    pub id: String,
-    pub verb: String,
-    pub argv: Vec<String>,
-    pub images: Vec<String>,
-    pub user: String,
-    pub uid: u32,
-    pub host: String,
-    pub pid: u32,
-    pub started: String,
-    pub ended: Option<String>,
+    #[serde(flatten)]
+    pub op: OperationSummary,
     pub state: String,
-    pub steps: Vec<StepSummary>,
 }
 
 impl OperationView {
     /// The first value any step recorded for `key` (a source URL, a sha1).
     pub fn step_value(&self, key: &str) -> Option<String> {
-        self.steps.iter().find_map(|s| s.data.get(key).and_then(Value::as_str).map(str::to_string))
+        self.op.steps.iter().find_map(|s| s.data.get(key).and_then(Value::as_str).map(str::to_string))
     }
 
     /// The last step reached: where an interrupted operation stopped.
     pub fn last_step(&self) -> Option<&StepSummary> {
-        self.steps.last()
+        self.op.steps.last()
     }
 }
 
@@ -66,20 +58,7 @@ pub fn state_of(cx: &Context, op: &OperationSummary) -> Result<String> {
 
 fn view(cx: &Context, op: OperationSummary) -> Result<OperationView> {
     let state = state_of(cx, &op)?;
-    Ok(OperationView {
-        id: op.id.to_string(),
-        verb: op.verb,
-        argv: op.argv,
-        images: op.images,
-        user: op.user,
-        uid: op.uid,
-        host: op.host,
-        pid: op.pid,
-        started: op.started,
-        ended: op.ended,
-        state,
-        steps: op.steps,
-    })
+    Ok(OperationView { op, state })
 }
 
 /// Every operation, oldest first.

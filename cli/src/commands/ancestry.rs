@@ -11,12 +11,8 @@ pub struct Args {
     /// Name of the zpool (or dir pool); every imported pool when not given.
     #[arg(short = 'P', value_name = "POOL")]
     pool: Option<String>,
-    /// JSON output.
-    #[arg(short = 'j', long = "json")]
-    json: bool,
-    /// Do not print the table header.
-    #[arg(short = 'H')]
-    no_header: bool,
+    #[command(flatten)]
+    output: super::OutputArgs,
     /// Fields (columns) to print, comma-separated. Default: uuid,name,version,published.
     #[arg(short = 'o', value_name = "FIELD,...")]
     columns: Option<String>,
@@ -28,5 +24,5 @@ pub fn run(cx: Context, args: Args) -> Result<()> {
     let uuid = ImageUuid::parse(&args.uuid)?;
     let pool = args.pool.as_deref().map(PoolName::parse).transpose()?;
     let rows: Vec<listing::Row> = query::ancestry(&cx, pool.as_ref(), uuid)?.into_iter().map(super::list::row).collect();
-    super::list::print_rows(&rows, args.json, args.no_header, args.columns.as_deref(), ANCESTRY_COLUMNS)
+    super::list::print_rows(&rows, args.output.json, args.output.no_header, args.columns.as_deref(), ANCESTRY_COLUMNS)
 }

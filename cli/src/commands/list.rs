@@ -10,12 +10,8 @@ use imgadm_engine::{Error, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// JSON output.
-    #[arg(short = 'j', long = "json")]
-    json: bool,
-    /// Do not print the table header.
-    #[arg(short = 'H')]
-    no_header: bool,
+    #[command(flatten)]
+    output: super::OutputArgs,
     /// Fields (columns) to print, comma-separated. Default: uuid,name,version,os,type,pub.
     #[arg(short = 'o', value_name = "FIELD,...")]
     columns: Option<String>,
@@ -31,7 +27,7 @@ pub fn run(cx: Context, args: Args) -> Result<()> {
     let sort = SortKey::parse_list(args.sort.as_deref().unwrap_or(&LIST_SORT.join(",")))?;
     let mut rows = filters.apply(query::installed_images(&cx, None)?.into_iter().map(row).collect());
     listing::sort_rows(&mut rows, &sort);
-    print_rows(&rows, args.json, args.no_header, args.columns.as_deref(), LIST_COLUMNS)
+    print_rows(&rows, args.output.json, args.output.no_header, args.columns.as_deref(), LIST_COLUMNS)
 }
 
 pub fn row(info: ImageInfo) -> Row {

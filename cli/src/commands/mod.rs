@@ -114,6 +114,17 @@ fn help(path: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// `-j` and `-H`, as every listing verb takes them.
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    /// JSON output.
+    #[arg(short = 'j', long = "json")]
+    pub json: bool,
+    /// Do not print the table header.
+    #[arg(short = 'H')]
+    pub no_header: bool,
+}
+
 /// `-P POOL`, parsed; `zones` when not given.
 pub fn pool_arg(value: &Option<String>) -> Result<imgadm_engine::ids::PoolName> {
     match value {

@@ -7,9 +7,9 @@
 //! Installed ZFS flavours differ (illumos, OpenZFS, zfs-fuse): what matters
 //! here is probed once per process (`Features`), and where a flavour lacks a
 //! fast path the portable one is used. zfs-fuse also refuses to rename or
-//! destroy a dataset for a while after files were written through its mount
-//! ("dataset is busy"); unmounting first makes it work at once, so that is
-//! what a busy answer leads to (never a sleep).
+//! destroy a dataset for a while (15-30 s) after files were written through
+//! its mount ("dataset is busy"); unmounting makes it work (within ~100 ms),
+//! so that is what a busy answer leads to, never a wait for the busy spell.
 
 use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::ids::{DatasetName, PoolName, SnapName};
@@ -28,6 +28,13 @@ const ZPOOL: &str = "zpool";
 
 /// How much of the stream is handed to `zfs receive` per write.
 const RECEIVE_BUFFER_BYTES: usize = 1 << 20;
+
+/// zfs-fuse finishes an unmount after `zfs unmount` has exited: a rename or
+/// destroy right after it can still be refused as busy (measured: up to
+/// ~100 ms under load). It is retried at this interval, up to
+/// `SETTLE_LIMIT`. Illumos and OpenZFS never get here.
+const SETTLE_POLL: Duration = Duration::from_millis(50);
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Whether a `zfs` command exists on PATH (the default driver is zfs then).
 pub fn zfs_available() -> bool {
@@ -199,20 +206,55 @@ impl ZfsPool {
     }
 
     /// `zfs rename` or `zfs destroy` of `dataset`. On zfs-fuse these are
-    /// refused as busy for a while after writes through the mount; if the
-    /// dataset is mounted, it is unmounted and the command run again.
-    /// Returns whether it was unmounted.
+    /// refused as busy for a while after writes through the mount; then the
+    /// dataset is unmounted (if it still is) and the command run again.
+    /// Returns whether the dataset was mounted before, so a rename can mount
+    /// it again under its new name.
     fn run_unmounting_if_busy(&self, dataset: &DatasetName, command: &ZfsCommand) -> Result<bool> {
         let out = command.output()?;
         if out.status.success() {
             return Ok(false);
         }
-        if !is_busy(&out) || !self.is_mounted(dataset)? {
+        if !is_busy(&out) {
             return Err(command.failed(&out));
         }
-        ZfsCommand::zfs(["unmount", &dataset.to_string()]).run()?;
-        command.run()?;
-        Ok(true)
+        let mounted = self.is_mounted(dataset)?;
+        if mounted {
+            ZfsCommand::zfs(["unmount", &dataset.to_string()]).run()?;
+        }
+        let deadline = Instant::now() + SETTLE_LIMIT;
+        loop {
+            let retry = command.output()?;
+            if retry.status.success() {
+                break;
+            }
+            if !is_busy(&retry) || Instant::now() >= deadline {
+                return Err(command.failed(&retry));
+            }
+            thread::sleep(SETTLE_POLL);
+        }
+        // A refused `zfs rename` may have unmounted the dataset already and
+        // then failed to mount it again ("cannot mount ..."): it was mounted.
+        Ok(mounted || out.stderr.contains("cannot mount"))
+    }
+
+    /// After a receive this side aborted or refused because of `cause`,
+    /// makes sure `target` (which did not exist before) is gone: a cut stream
+    /// left nothing, but a stream that failed after its last byte (as a
+    /// checksum over the whole file does) was received whole. Returns
+    /// `cause`, with the clean-up's own error if that failed too.
+    fn undo_receive(&self, target: &DatasetName, cause: Error) -> Error {
+        let cleanup = self.dataset_exists(target).and_then(|exists| {
+            if exists {
+                tracing::debug!(dataset = %target, "destroying what a refused receive made");
+                self.destroy(target)?;
+            }
+            Ok(())
+        });
+        match cleanup {
+            Ok(()) => cause,
+            Err(e) => Error::Multi(vec![cause, e]),
+        }
     }
 
     fn is_mounted(&self, dataset: &DatasetName) -> Result<bool> {
@@ -341,10 +383,18 @@ impl Pool for ZfsPool {
         stream: &mut dyn Read,
         started: &mut dyn FnMut(Option<u32>) -> Result<()>,
     ) -> Result<Received> {
+        // The target must not exist (zfs would refuse it too); checked here
+        // so that an aborted receive can be cleaned up without any risk of
+        // destroying a dataset it did not create.
+        if self.dataset_exists(target)? {
+            return Err(Error::Internal(format!(
+                "zfs receive error while importing: destination {target} exists"
+            )));
+        }
         // `-u`: a received image is never mounted (zfs-fuse keeps mounted
-        // datasets busy); no `-F`, `-d`: the target must not exist, and an
-        // incremental stream becomes a clone of the snapshot whose guid is
-        // its fromguid, as in the real imgadm.
+        // datasets busy). No `-F`, `-d`: an incremental stream becomes a
+        // clone of the snapshot whose guid is its fromguid, as in the real
+        // imgadm.
         let command = ZfsCommand::zfs(["receive", "-u", &target.to_string()]);
         let began = Instant::now();
         let mut child = command
@@ -354,26 +404,29 @@ impl Pool for ZfsPool {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| spawn_error(ZFS, e))?;
-        let receiver = Receiver::attach(&mut child)?;
+        let Receiver { stdin, stderr } = Receiver::attach(&mut child)?;
 
         let outcome = match started(Some(child.id())) {
-            Ok(()) => feed(stream, receiver.stdin),
-            Err(e) => Err(FeedError::Aborted(e)),
+            Ok(()) => feed(stream, stdin),
+            Err(e) => {
+                drop(stdin);
+                Err(FeedError::Aborted(e))
+            }
         };
-        // stdin was moved into `feed` and is closed by now: the receive ends
-        // at EOF after a whole stream, or mid-stream once the child is killed.
+        // stdin is closed by now (`feed` owned it): the receiver sees the end
+        // of the stream and exits.
         let (copied, abort, stopped) = match outcome {
             Ok(copied) => (Some(copied), None, None),
             Err(FeedError::ReceiverStopped(e)) => (None, None, Some(e)),
             Err(FeedError::Read(e)) => (None, Some(Error::from_io(e, "reading the image stream")), None),
             Err(FeedError::Aborted(e)) => (None, Some(e), None),
         };
-        if abort.is_some() {
-            // Killing an exited child fails harmlessly; wait() below reaps it.
-            let _ = child.kill();
-        }
+        // No kill when aborting: with its stdin closed the receiver sees the
+        // stream end, refuses a cut stream and cleans up before it exits, on
+        // every ZFS (a killed zfs-fuse client leaves its daemon cleaning up
+        // after the exit, and a complete stream would still be received).
         let status = child.wait().map_err(|e| Error::internal(format!("waiting for \"{}\": {e}", command.argv())))?;
-        let stderr = receiver.stderr.join().unwrap_or_default();
+        let stderr = stderr.join().unwrap_or_default();
         tracing::debug!(
             argv = %command.argv(),
             status = %status_text(status),
@@ -382,7 +435,7 @@ impl Pool for ZfsPool {
             "ran command"
         );
         if let Some(e) = abort {
-            return Err(e);
+            return Err(self.undo_receive(target, e));
         }
         if !status.success() {
             return Err(Error::Internal(format!(
@@ -396,7 +449,8 @@ impl Pool for ZfsPool {
                 "zfs receive error while importing: it stopped reading the stream ({e}) yet exited 0"
             )));
         }
-        self.received(target, origin)
+        // What the receive made is refused as a whole, as a bad stream is.
+        self.received(target, origin).map_err(|e| self.undo_receive(target, e))
     }
 
     fn keep_file(&self, _dataset: &DatasetName, _file: &Path, _sha1: &str, _mode: KeepMode) -> Result<()> {
@@ -633,6 +687,6 @@ mod tests {
         let carried = io::Error::other(Error::InvalidStream("bad END checksum".into()));
         assert_eq!(Error::from_io(carried, "test").code(), "InvalidStream");
         let plain = io::Error::from(io::ErrorKind::UnexpectedEof);
-        assert_eq!(Error::from_stream_read(plain).code(), "FileSystem");
+        assert_eq!(Error::from_io(plain, "test").code(), "FileSystem");
     }
 }

@@ -14,14 +14,15 @@ pub struct Args {
 }
 
 pub fn run(cx: &Context, args: Args) -> Result<()> {
-    let op = imgadm_replay::operation(cx, &args.op)?;
+    let view = imgadm_replay::operation(cx, &args.op)?;
+    let op = &view.op;
     if args.json {
-        let events = cx.journal.operation_events(&cx.journal.resolve(&op.id)?)?;
-        let value = json!({"operation": op, "events": events});
+        let events = cx.journal.operation_events(&op.id)?;
+        let value = json!({"operation": view, "events": events});
         return crate::commands::list::print_json(&value);
     }
     let mut out = String::new();
-    out.push_str(&format!("Operation {} ({})\n", op.id, op.state));
+    out.push_str(&format!("Operation {} ({})\n", op.id, view.state));
     out.push_str(&format!("  verb:     {}\n", op.verb));
     out.push_str(&format!("  command:  {}\n", op.argv.join(" ")));
     out.push_str(&format!("  by:       {} (uid {}) on {}, pid {}\n", op.user, op.uid, op.host, op.pid));
