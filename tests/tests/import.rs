@@ -2,7 +2,7 @@
 //! 3-image origin chain, resume after kill -9, transfer failures and their
 //! retries, concurrent imports, pre-downloaded files, channels.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -149,15 +149,6 @@ fn installed_origins_are_skipped(driver: Driver) {
 fn big_image() -> &'static (Value, Vec<u8>) {
     static BIG: OnceLock<(Value, Vec<u8>)> = OnceLock::new();
     BIG.get_or_init(|| {
-        let pool = TestZpool::create();
-        let dataset = format!("{}/big", pool.name());
-        let zfs = |args: &[&str]| {
-            let out = Command::new("zfs").args(args).output().expect("run zfs");
-            assert!(out.status.success(), "zfs {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            out.stdout
-        };
-        zfs(&["create", &dataset]);
-        let mountpoint = String::from_utf8(zfs(&["get", "-H", "-o", "value", "mountpoint", &dataset])).expect("utf-8");
         let mut data = vec![0u8; 64 << 20];
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         for chunk in data.chunks_mut(8) {
@@ -166,10 +157,7 @@ fn big_image() -> &'static (Value, Vec<u8>) {
             state ^= state << 17;
             chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
         }
-        std::fs::write(format!("{}/data", mountpoint.trim()), &data).expect("write big file");
-        zfs(&["snapshot", &format!("{dataset}@final")]);
-        let stream = zfs(&["send", &format!("{dataset}@final")]);
-        let _ = Command::new("zfs").args(["umount", &dataset]).status();
+        let stream = TestZpool::create().make_stream(&[("data", &data)], None);
         let manifest = json!({
             "v": 2, "uuid": "6b9d3c0e-2f5a-4d8b-9c71-a0e4f3b2d564", "name": "big", "version": "1.0.0",
             "type": "zone-dataset", "os": "smartos", "published_at": "2026-11-23T16:30:00.000Z",
