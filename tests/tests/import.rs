@@ -10,15 +10,9 @@ use imgadm_engine::ids::ImageUuid;
 use imgadm_tests::harness::*;
 use imgadm_tests::images::*;
 use imgadm_tests::imgapi_server::{Channel, FileCompression, TestImgapi};
+use imgadm_tests::on_both_pools;
 use imgadm_tests::zfs::TestZpool;
 use serde_json::{json, Value};
-
-macro_rules! on_both_pools {
-    ($($name:ident),* $(,)?) => {
-        mod dir { $( #[test] fn $name() { super::$name(super::Driver::Dir) } )* }
-        mod zfs { $( #[test] fn $name() { super::$name(super::Driver::Zfs) } )* }
-    };
-}
 
 on_both_pools!(
     three_image_chain_imports_base_first,
