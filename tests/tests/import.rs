@@ -26,6 +26,7 @@ on_both_pools!(
     concurrent_imports_download_each_image_once,
     pre_downloaded_files,
     channels_with_c_and_s_and_list_source,
+    journal_resume_and_rollback_of_an_interrupted_import,
 );
 
 const GRANDCHILD_UUID: &str = "d3f0a6b2-7c41-4e9a-8b15-2f6c9e0d4a13";
@@ -344,4 +345,42 @@ fn channels_with_c_and_s_and_list_source(driver: Driver) {
     assert_eq!(listed, format!("{BASE_UUID}  {with_channel}\n"));
     let queried = server.requests().iter().any(|r| r.path_and_query.contains("channel=experimental"));
     assert!(queried);
+}
+
+/// The id of the one interrupted operation `journal list -j` shows.
+fn interrupted_op(w: &World) -> String {
+    let ops = w.imgadm(&["journal", "list", "-j"]).ok().json();
+    let interrupted: Vec<&Value> = ops.as_array().unwrap().iter().filter(|o| o["state"] == "interrupted").collect();
+    assert_eq!(interrupted.len(), 1, "{ops}");
+    interrupted[0]["id"].as_str().unwrap().to_string()
+}
+
+fn journal_resume_and_rollback_of_an_interrupted_import(driver: Driver) {
+    let server = chain_server();
+    let w = World::new(driver);
+    use_sources(&w, &[&server.url()]);
+    let kill_in_fetch = |image: &str, failpoint: &str| {
+        let out = w.command().env("IMGADM_FAILPOINT", failpoint).args(["import", "-P", &w.pool, image]).output();
+        let out = out.expect("run imgadm");
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "the failpoint did not fire: {printed}");
+    };
+
+    // Killed while fetching the child (the 2nd image): the base is in place.
+    kill_in_fetch(CHILD_UUID, "fetch:during:2");
+    assert!(has(&w, BASE_UUID) && !has(&w, CHILD_UUID));
+    let op = interrupted_op(&w);
+    w.imgadm(&["journal", "resume", &op]).ok();
+    assert!(has(&w, CHILD_UUID));
+    assert!(downloads(&w).is_empty(), "downloads left: {:?}", downloads(&w));
+
+    // Killed again, fetching the grandchild; rolled back: nothing of it is left.
+    kill_in_fetch(GRANDCHILD_UUID, "fetch:during");
+    let run = w.imgadm(&["journal", "list", "-j"]).ok().json();
+    assert!(run.as_array().unwrap().iter().any(|o| o["state"] == "interrupted"));
+    let op = interrupted_op(&w);
+    w.imgadm(&["journal", "rollback", &op]).ok();
+    assert!(!has(&w, GRANDCHILD_UUID));
+    assert!(has(&w, CHILD_UUID), "what the rolled-back import did not create stays");
+    assert!(downloads(&w).is_empty(), "downloads left: {:?}", downloads(&w));
 }
