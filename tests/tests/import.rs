@@ -27,6 +27,7 @@ on_both_pools!(
     pre_downloaded_files,
     channels_with_c_and_s_and_list_source,
     journal_resume_and_rollback_of_an_interrupted_import,
+    rerun_after_a_kill_once_the_image_is_in_place_finishes_it,
 );
 
 const GRANDCHILD_UUID: &str = "d3f0a6b2-7c41-4e9a-8b15-2f6c9e0d4a13";
@@ -383,4 +384,20 @@ fn journal_resume_and_rollback_of_an_interrupted_import(driver: Driver) {
     assert!(!has(&w, GRANDCHILD_UUID));
     assert!(has(&w, CHILD_UUID), "what the rolled-back import did not create stays");
     assert!(downloads(&w).is_empty(), "downloads left: {:?}", downloads(&w));
+}
+
+fn rerun_after_a_kill_once_the_image_is_in_place_finishes_it(driver: Driver) {
+    let server = chain_server();
+    let w = World::new(driver);
+    use_sources(&w, &[&server.url()]);
+    let out = w.command().env("IMGADM_FAILPOINT", "cache:before").args(["import", "-P", &w.pool, BASE_UUID]).output();
+    assert!(!out.expect("run imgadm").status.success(), "the failpoint did not fire");
+    assert!(has(&w, BASE_UUID), "renamed into place before the kill");
+    let run = import(&w, BASE_UUID).ok();
+    assert!(run.stdout.contains("Resuming interrupted import"), "{}", run.stdout);
+    let info = w.imgadm(&["get", "-P", &w.pool, BASE_UUID]).ok().json();
+    assert_eq!(info["source"], server.url(), "the cache is written by the resumed import");
+    let ops = w.imgadm(&["journal", "list", "-j"]).ok().json();
+    assert!(ops.as_array().unwrap().iter().all(|o| o["state"] == "succeeded"), "{ops}");
+    assert_eq!(server.file_bytes_sent(&uuid(BASE_UUID)), read_example(BASE_FILE).len() as u64);
 }

@@ -76,6 +76,15 @@ fn installed(pool: &dyn Pool, uuid: ImageUuid) -> Result<bool> {
 pub fn import(cx: &Context, args: &ImportArgs) -> Result<()> {
     let uuid = args.uuid;
     let pool = cx.open_pool(&args.pool, cx.driver == DriverKind::Dir)?;
+    // An interrupted import of this image is finished first (it may have
+    // put the image in place and not yet written its cache).
+    if let Some(id) = recovery::interrupted_for(cx, "import", uuid)? {
+        cx.info(&format!("Resuming interrupted import {id} of image {uuid}"));
+        let op = Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &id, "resume")?;
+        if continue_interrupted(cx, op, true)? {
+            return Ok(());
+        }
+    }
     if installed(pool.as_ref(), uuid)? {
         let cached = crate::cache::read(&cx.state, pool.name(), uuid).manifest;
         let known = match (cached.name(), cached.version()) {
@@ -84,13 +93,6 @@ pub fn import(cx: &Context, args: &ImportArgs) -> Result<()> {
         };
         cx.info(&format!("Image {uuid}{known} is already installed, skipping"));
         return Ok(());
-    }
-    if let Some(id) = recovery::interrupted_for(cx, "import", uuid)? {
-        cx.info(&format!("Resuming interrupted import {id} of image {uuid}"));
-        let op = Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &id, "resume")?;
-        if continue_interrupted(cx, op, true)? {
-            return Ok(());
-        }
     }
     let specs = source::effective(&cx.config, &args.sources, args.channel.as_deref())?;
     let clients = source::imgapi_clients(&cx.config, &specs)?;
