@@ -321,6 +321,13 @@ fn pre_downloaded_files(driver: Driver) {
         assert!(has(&w, BASE_UUID));
         w.imgadm(&["delete", "-P", &w.pool, BASE_UUID]).ok();
     }
+    // A partial download that is already whole (killed before its rename)
+    // is used without a request.
+    std::fs::write(downloads_dir.join(format!("{BASE_UUID}.file.partial")), &good).unwrap();
+    let sent_before = server.file_bytes_sent(&uuid(BASE_UUID));
+    import(&w, BASE_UUID).ok();
+    assert_eq!(server.file_bytes_sent(&uuid(BASE_UUID)), sent_before);
+    assert!(downloads(&w).is_empty(), "downloads left: {:?}", downloads(&w));
 }
 
 fn channels_with_c_and_s_and_list_source(driver: Driver) {

@@ -206,6 +206,12 @@ impl FetchingReader {
 
     /// The next network bytes into `buf`, retrying failed transfers.
     fn read_network(&mut self, buf: &mut [u8]) -> Result<usize> {
+        // A partial file that is already whole (a kill between its last
+        // byte and its rename) needs no request (a Range from its end is 416).
+        if self.body.is_none() && self.written > 0 && self.plan.expected_size == Some(self.written) {
+            self.finish()?;
+            return Ok(0);
+        }
         loop {
             if self.body.is_none() {
                 match self.open_body() {
