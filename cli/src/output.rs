@@ -31,6 +31,8 @@ impl CliError {
 /// Prints the error and returns its exit status. `quiet_message` leaves the
 /// human line out (no command given: the help said it all).
 pub fn fail(verb: Option<&str>, err: &CliError, structured: bool, quiet_message: bool) -> ExitCode {
+    // Before the error record: with -E the error must be the last line.
+    tracing::debug!(exit_status = err.exit, cli = true, "cli exit");
     let mut stderr = std::io::stderr().lock();
     if structured {
         let mut fields = Map::new();
@@ -46,7 +48,6 @@ pub fn fail(verb: Option<&str>, err: &CliError, structured: bool, quiet_message:
         };
         let _ = writeln!(stderr, "{prefix}: error ({}): {}", err.code, err.message);
     }
-    tracing::debug!(exit_status = err.exit, cli = true, "cli exit");
     ExitCode::from(err.exit)
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use imgadm_journal::Journal;
 
 use crate::error::{Error, Result};
-use crate::ids::PoolName;
+use crate::ids::{ImageUuid, PoolName};
 use crate::operation::Invocation;
 use crate::pool::dir::DirPool;
 use crate::pool::zfs::ZfsPool;
@@ -49,21 +49,46 @@ impl Context {
         }
     }
 
-    /// Every imported pool of this command's driver (what `list` covers).
-    pub fn pools(&self) -> Result<Vec<Box<dyn Pool>>> {
-        let names = match self.driver {
-            DriverKind::Zfs => ZfsPool::imported()?,
-            DriverKind::Dir => DirPool::list(&self.state.dir_pools_root())?,
-        };
-        names.iter().map(|name| self.open_pool(name, false)).collect()
+    /// The pool a read or delete of `uuid` looks in. A dir pool that was
+    /// never created holds nothing: the image is not installed there.
+    pub fn open_pool_holding(&self, name: &PoolName, uuid: ImageUuid) -> Result<Box<dyn Pool>> {
+        self.open_pool(name, false).map_err(|e| match (self.driver, &e) {
+            (DriverKind::Dir, Error::PoolNotFound { .. }) => {
+                Error::ImageNotInstalled { uuid: uuid.to_string(), pool: name.to_string() }
+            }
+            _ => e,
+        })
     }
 
-    /// `-P POOL` if given, else the pools to act on: one when named, every
-    /// imported one otherwise.
-    pub fn pools_or(&self, only: Option<&PoolName>) -> Result<Vec<Box<dyn Pool>>> {
-        match only {
-            Some(name) => Ok(vec![self.open_pool(name, false)?]),
-            None => self.pools(),
+    /// Every image of `only`, or of every imported pool of the driver. A pool exported or
+    /// destroyed between the listing of pools and its scan is skipped when
+    /// no pool was named: it is no longer one of "every imported pool".
+    pub fn scan_pools(&self, only: Option<&PoolName>) -> Result<Vec<crate::images::PoolImages>> {
+        let zone_roots = crate::images::zone_roots();
+        let names = match only {
+            Some(name) => vec![name.clone()],
+            None => self.pool_names()?,
+        };
+        let mut scans = Vec::new();
+        for name in names {
+            let scanned = self
+                .open_pool(&name, false)
+                .and_then(|pool| crate::images::PoolImages::scan(pool.as_ref(), &zone_roots));
+            match scanned {
+                Ok(scan) => scans.push(scan),
+                // A dir pool that was never created holds no images.
+                Err(Error::PoolNotFound { .. }) if self.driver == DriverKind::Dir => {}
+                Err(_) if only.is_none() && !self.pool_names()?.contains(&name) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(scans)
+    }
+
+    fn pool_names(&self) -> Result<Vec<PoolName>> {
+        match self.driver {
+            DriverKind::Zfs => ZfsPool::imported(),
+            DriverKind::Dir => DirPool::list(&self.state.dir_pools_root()),
         }
     }
 

@@ -173,11 +173,36 @@ impl<'a> Operation<'a> {
         for event in &events {
             op.apply(event);
         }
+        op.wait_for_orphaned_children();
         let mut data = invocation.who();
         data["purpose"] = json!(purpose);
         data["argv"] = json!(invocation.argv);
         op.append(vec![(EventKind::OperationResumed, None, data)])?;
         Ok(op)
+    }
+
+    /// A child process started by a step (a `zfs receive`) can outlive the
+    /// process that died: probing while it still works would see a half
+    /// state. Waits, bounded, for every child recorded in a step begun and
+    /// not done, and kills one that outlives the wait. A recorded pid is
+    /// not trusted on its own: only a process still running the program
+    /// the step starts is killed.
+    fn wait_for_orphaned_children(&self) {
+        let children: Vec<u32> = self
+            .steps
+            .values()
+            .filter_map(|state| match state {
+                StepState::Begun { begun } => begun.get("pid").and_then(Value::as_u64).map(|p| p as u32),
+                _ => None,
+            })
+            .collect();
+        for pid in children {
+            if !child::wait_gone(pid, ORPHAN_WAIT) && child::runs(pid, crate::pool::zfs::ZFS) {
+                tracing::warn!(pid, "killing a child process of an interrupted operation that outlived the wait");
+                child::kill(pid);
+                child::wait_gone(pid, ORPHAN_WAIT);
+            }
+        }
     }
 
     fn apply(&mut self, event: &Event) {
@@ -395,4 +420,51 @@ fn last_holder(events: &[Event]) -> (u32, String) {
         .unwrap_or(0);
     let step = events.iter().rev().find_map(|e| e.step.clone()).unwrap_or_else(|| "start".to_string());
     (pid, step)
+}
+
+/// How long resume and rollback wait for a dead operation's child process.
+const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Child processes of a dead operation, by pid.
+mod child {
+    use std::time::{Duration, Instant};
+
+    use nix::sys::signal::{kill as send, Signal};
+    use nix::unistd::Pid;
+
+    /// Whether `pid` is gone (or a zombie nobody reaps: it does nothing).
+    fn gone(pid: u32) -> bool {
+        let Ok(raw) = i32::try_from(pid) else { return true };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the parenthesised command name.
+            if stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')) {
+                return true;
+            }
+        }
+        send(Pid::from_raw(raw), None).is_err()
+    }
+
+    /// Polls until `pid` is gone; false if it still runs after `limit`.
+    pub fn wait_gone(pid: u32, limit: Duration) -> bool {
+        let start = Instant::now();
+        while !gone(pid) {
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
+
+    /// Whether `pid` runs `program` (where /proc says so; elsewhere no
+    /// process is assumed to be ours).
+    pub fn runs(pid: u32, program: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == program)
+    }
+
+    pub fn kill(pid: u32) {
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = send(Pid::from_raw(raw), Signal::SIGKILL);
+        }
+    }
 }

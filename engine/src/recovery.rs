@@ -96,15 +96,12 @@ fn abandon_unstarted(cx: &Context, op: Operation) -> Result<()> {
 /// delete whose destroy is done cannot be undone; it is finished instead.
 pub fn rollback(cx: &Context, id: &OpId) -> Result<()> {
     let mut op = Operation::take_over(&cx.state, &cx.journal, &cx.invocation, id, "rollback")?;
-    if op.verb == "delete" {
-        if let Some(image) = op_image(&op) {
-            if let StepState::Done { .. } = op.step_state(steps::DESTROY, Some(&image)) {
-                cx.info(&format!(
-                    "Operation {id} already destroyed image {image}: it cannot be undone, finishing the delete instead"
-                ));
-                return crate::verbs::delete::resume(cx, op);
-            }
-        }
+    if op.verb == "delete" && crate::verbs::delete::destroy_happened(cx, &op)? {
+        let image = op_image(&op).unwrap_or_default();
+        cx.info(&format!(
+            "Operation {id} already destroyed image {image}: it cannot be undone, finishing the delete instead"
+        ));
+        return crate::verbs::delete::resume(cx, op);
     }
     let wanted: Vec<(ImageUuid, LockMode)> = op
         .images()

@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 
 use imgadm_engine::context::Context;
-use imgadm_engine::images::{self, PoolImages};
 use imgadm_engine::Result;
 use serde::Serialize;
 
@@ -28,14 +27,12 @@ pub fn drift(cx: &Context) -> Result<Vec<Drift>> {
         .filter(|i| i.driver == driver)
         .map(|i| (i.pool, i.image))
         .collect();
-    let zone_roots = images::zone_roots();
     let mut present = BTreeSet::new();
     let mut pools = BTreeSet::new();
-    for pool in cx.pools()? {
-        pools.insert(pool.name().to_string());
-        let scan = PoolImages::scan(pool.as_ref(), &zone_roots)?;
+    for scan in cx.scan_pools(None)? {
+        pools.insert(scan.pool.to_string());
         for uuid in scan.images.keys() {
-            present.insert((pool.name().to_string(), uuid.to_string()));
+            present.insert((scan.pool.to_string(), uuid.to_string()));
         }
     }
     let mut drift: Vec<Drift> = present

@@ -10,7 +10,7 @@
 //! use imgadm_engine::{context::Context, report::Silent};
 //! let cx = Context::from_env(vec!["imgadm".into()], Arc::new(Silent))?;
 //! for op in imgadm_replay::operations(&cx)? {
-//!     println!("{} {} {}", op.id, op.verb, op.state);
+//!     println!("{} {} {}", op.op.id, op.op.verb, op.state);
 //! }
 //! # Ok::<(), imgadm_engine::Error>(())
 //! ```

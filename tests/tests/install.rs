@@ -110,9 +110,10 @@ fn installing_twice_skips(driver: Driver) {
 fn refused(w: &World, manifest: &Value, file: &[u8], status: i32, code: &str) -> Run {
     let (m, f) = write_pair(w.work.path(), "bad", manifest, file);
     let before = w.state_files();
+    let images_before = w.listed();
     let run = w.install(&m, &f).fails_with(status, code);
     assert_eq!(w.state_files(), before, "the failed install left files behind");
-    assert!(w.listed().iter().all(|u| u == BASE_UUID), "the failed install left an image");
+    assert_eq!(w.listed(), images_before, "the failed install left an image");
     assert_no_partial(w);
     let ops = w.imgadm(&["journal", "list", "-j"]).ok().json();
     let last = ops.as_array().unwrap().last().expect("the failure is journaled").clone();

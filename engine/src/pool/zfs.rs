@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::ids::{DatasetName, PoolName, SnapName};
 use crate::pool::{DatasetEntry, DriverKind, EntryKind, KeepMode, Pool, Received, Snapshot};
 
-const ZFS: &str = "zfs";
+pub const ZFS: &str = "zfs";
 const ZPOOL: &str = "zpool";
 
 /// How much of the stream is handed to `zfs receive` per write.
@@ -316,7 +316,7 @@ impl Pool for ZfsPool {
     }
 
     fn entries(&self) -> Result<Vec<DatasetEntry>> {
-        let stdout = ZfsCommand::zfs([
+        let command = ZfsCommand::zfs([
             "list",
             "-H",
             "-t",
@@ -325,9 +325,18 @@ impl Pool for ZfsPool {
             "-o",
             "name,origin,mountpoint,imgadm:ignore,type",
             self.name.as_str(),
-        ])
-        .run()?;
-        parse_entries(&stdout)
+        ]);
+        let out = command.output()?;
+        if out.status.success() {
+            parse_entries(&out.stdout)
+        } else if does_not_exist(&out) {
+            // The pool was exported or destroyed since it was listed: it
+            // holds nothing any more (a `list` of every pool must not fail
+            // because one went away meanwhile).
+            Ok(Vec::new())
+        } else {
+            Err(command.failed(&out))
+        }
     }
 
     fn dataset_exists(&self, dataset: &DatasetName) -> Result<bool> {

@@ -12,18 +12,30 @@ use crate::images::{self, PoolImages};
 use crate::lock::{self, LockMode};
 use crate::operation::{Operation, Outcome, StepState};
 use crate::pool::Pool;
+use crate::recovery;
 use crate::steps::{DESTROY, UNCACHE};
 
 pub fn delete(cx: &Context, pool_name: &PoolName, uuid: ImageUuid) -> Result<()> {
-    let pool = cx.open_pool(pool_name, false)?;
-    let not_installed = || Error::ImageNotInstalled { uuid: uuid.to_string(), pool: pool_name.to_string() };
-    if !pool.dataset_exists(&DatasetName::image(pool_name, uuid))? {
-        return Err(not_installed());
+    // A delete interrupted after its destroy has no image left to find:
+    // re-running the command finishes it instead of failing "not installed".
+    if let Some(id) = recovery::interrupted_for(cx, "delete", uuid)? {
+        cx.info(&format!("Resuming interrupted delete {id} of image {uuid}"));
+        return resume(cx, Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &id, "resume")?);
+    }
+    let pool = cx.open_pool_holding(pool_name, uuid)?;
+    let dataset = DatasetName::image(pool_name, uuid);
+    if !pool.dataset_exists(&dataset)? {
+        return Err(Error::ImageNotInstalled { uuid: uuid.to_string(), pool: pool_name.to_string() });
     }
     let locks = lock::lock_images(&cx.state, &[(uuid, LockMode::Exclusive)], cx.reporter.as_ref())?;
     let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "delete", &[uuid.to_string()])?;
-    op.checked("lock", json!({"image": uuid.to_string()}))?;
-    match check(pool.as_ref(), uuid).and_then(|()| destroy_and_uncache(&mut op, cx, pool.as_ref(), uuid)) {
+    // The dataset is recorded from the first step on, so a delete
+    // interrupted before its check can still be resumed.
+    op.checked("lock", json!({"image": uuid.to_string(), "dataset": dataset.to_string()}))?;
+    let result = check_recorded(&mut op, pool.as_ref(), uuid)
+        .and_then(|()| destroy(&mut op, pool.as_ref(), uuid))
+        .and_then(|()| uncache(&mut op, cx, pool_name, uuid));
+    match result {
         Ok(()) => {
             op.checked("unlock", json!({"image": uuid.to_string()}))?;
             op.end(Outcome::Succeeded, None)?;
@@ -63,14 +75,6 @@ fn check(pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
     Ok(())
 }
 
-fn destroy_and_uncache(op: &mut Operation, cx: &Context, pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
-    let image = uuid.to_string();
-    let dataset = DatasetName::image(pool.name(), uuid);
-    op.checked("check", json!({"image": image, "dataset": dataset.to_string()}))?;
-    destroy(op, pool, uuid)?;
-    uncache(op, cx, pool.name(), uuid)
-}
-
 fn destroy(op: &mut Operation, pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
     let image = uuid.to_string();
     let dataset = DatasetName::image(pool.name(), uuid);
@@ -97,26 +101,49 @@ fn uncache(op: &mut Operation, cx: &Context, pool: &PoolName, uuid: ImageUuid) -
     op.done(UNCACHE, json!({"image": image}))
 }
 
+/// The dataset an interrupted delete was about, from its first steps' data.
+fn recorded_dataset(op: &Operation, image: &str) -> Result<Option<DatasetName>> {
+    for step in ["check", "lock"] {
+        if let StepState::Done { begun, .. } | StepState::Begun { begun } = op.step_state(step, Some(image)) {
+            if let Some(name) = begun.get("dataset").and_then(Value::as_str) {
+                return DatasetName::parse(name).map(Some);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Whether an interrupted delete's destroy happened: done in the journal,
+/// or begun and the dataset is gone (the process died before writing
+/// "done"). Such a delete cannot be undone, only finished.
+pub fn destroy_happened(cx: &Context, op: &Operation) -> Result<bool> {
+    let image = op.images().first().cloned().unwrap_or_default();
+    match op.step_state(DESTROY, Some(&image)) {
+        StepState::Done { .. } => Ok(true),
+        StepState::Begun { begun } => {
+            let dataset = DatasetName::parse(
+                begun.get("dataset").and_then(Value::as_str).unwrap_or_default(),
+            )?;
+            Ok(!cx.open_pool(&dataset.pool, false)?.dataset_exists(&dataset)?)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Finishes an interrupted delete. Before its destroy nothing changed, so
 /// the checks run again; after it, only the cache is left to remove.
 pub fn resume(cx: &Context, mut op: Operation) -> Result<()> {
     let image = op.images().first().cloned().unwrap_or_default();
     let uuid = ImageUuid::parse(&image)?;
-    let dataset = match op.step_state("check", Some(&image)) {
-        StepState::Done { done, .. } | StepState::Begun { begun: done } => {
-            done.get("dataset").and_then(Value::as_str).map(DatasetName::parse).transpose()?
-        }
-        _ => None,
-    };
-    let Some(dataset) = dataset else {
+    let Some(dataset) = recorded_dataset(&op, &image)? else {
         op.end(Outcome::Abandoned, None)?;
-        cx.info(&format!("Delete of image {image} had not passed its checks: marked abandoned, nothing was changed"));
+        cx.info(&format!("Delete of image {image} had not started any step: marked abandoned, nothing was changed"));
         return Ok(());
     };
     let pool = cx.open_pool(&dataset.pool, false)?;
     let locks = lock::try_lock_images(&cx.state, &[(uuid, LockMode::Exclusive)])?;
     let destroy_started = matches!(op.step_state(DESTROY, Some(&image)), StepState::Begun { .. } | StepState::Done { .. });
-    let result = if destroy_started { Ok(()) } else { check(pool.as_ref(), uuid) }
+    let result = if destroy_started { Ok(()) } else { check_recorded(&mut op, pool.as_ref(), uuid) }
         .and_then(|()| destroy(&mut op, pool.as_ref(), uuid))
         .and_then(|()| uncache(&mut op, cx, &dataset.pool, uuid));
     match result {
@@ -128,5 +155,16 @@ pub fn resume(cx: &Context, mut op: Operation) -> Result<()> {
             Ok(())
         }
         Err(e) => Err(op.fail_and_roll_back(cx, e)),
+    }
+}
+
+/// The check again (the pool may have changed while the delete was
+/// interrupted), recorded unless the journal already has it done.
+fn check_recorded(op: &mut Operation, pool: &dyn Pool, uuid: ImageUuid) -> Result<()> {
+    check(pool, uuid)?;
+    let image = uuid.to_string();
+    match op.step_state("check", Some(&image)) {
+        StepState::Done { .. } => Ok(()),
+        _ => op.checked("check", json!({"image": image, "dataset": DatasetName::image(pool.name(), uuid).to_string()})),
     }
 }

@@ -56,7 +56,9 @@ pub fn validate(pool: &dyn Pool, manifest_path: &Path, file: &Path) -> Result<Va
         .files0()
         .ok_or_else(|| Error::ManifestValidation(vec!["files (MissingParameter)".to_string()]))?;
     let metadata = std::fs::metadata(file).map_err(|e| Error::io_path("cannot read image file", file, e))?;
-    if let Some(size) = files0.size {
+    // Only a regular file has a size to check up front; a FIFO's bytes are
+    // counted as they flow, and the pipeline checks the size then.
+    if let Some(size) = files0.size.filter(|_| metadata.is_file()) {
         if metadata.len() != size {
             return Err(Error::DownloadError(format!(
                 "image file size error: manifest says {size} bytes, {} is {} bytes",
@@ -109,19 +111,24 @@ pub fn install(cx: &Context, args: &InstallArgs) -> Result<()> {
     };
     let uuid = validated.uuid;
     let title = validated.manifest.title();
-    if pool.dataset_exists(&DatasetName::image(pool.name(), uuid))? {
+    let image = DatasetName::image(pool.name(), uuid);
+    // An install interrupted after its rename has the image in place but
+    // not its cache entry or its end: re-running the command finishes it
+    // rather than skipping an "already installed" image.
+    if pool.dataset_exists(&image)? && recovery::interrupted_for(cx, "install", uuid)?.is_none() {
         cx.info(&format!("Image {title} is already installed, skipping"));
         return Ok(());
     }
     let locks = lock::lock_images(&cx.state, &validated.lock_wants(), cx.reporter.as_ref())?;
-    if pool.dataset_exists(&DatasetName::image(pool.name(), uuid))? {
+    let interrupted = recovery::interrupted_for(cx, "install", uuid)?;
+    if pool.dataset_exists(&image)? && interrupted.is_none() {
         cx.info(&format!("Image {title} was installed while waiting on lock"));
         return Ok(());
     }
     // The origin may have gone while we waited for its lock.
     let validated = validate(pool.as_ref(), &args.manifest, &args.file)?;
 
-    let op = match recovery::interrupted_for(cx, "install", uuid)? {
+    let op = match interrupted {
         Some(id) => {
             cx.info(&format!("Resuming interrupted install {id} of image {uuid}"));
             Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &id, "resume")?

@@ -6,16 +6,14 @@ use serde_json::{json, Value};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::ids::{ImageUuid, PoolName};
-use crate::images::{self, ImageInfo, PoolImages};
+use crate::images::{ImageInfo, PoolImages};
 
 /// Every image on every imported pool of the driver (or on `only`).
 pub fn installed_images(cx: &Context, only: Option<&PoolName>) -> Result<Vec<ImageInfo>> {
-    let zone_roots = images::zone_roots();
     let mut infos = Vec::new();
-    for pool in cx.pools_or(only)? {
-        let scan = PoolImages::scan(pool.as_ref(), &zone_roots)?;
+    for scan in cx.scan_pools(only)? {
         for uuid in scan.images.keys() {
-            infos.push(scan.info(&cx.state, pool.driver(), *uuid));
+            infos.push(scan.info(&cx.state, cx.driver, *uuid));
         }
     }
     Ok(infos)
@@ -24,17 +22,13 @@ pub fn installed_images(cx: &Context, only: Option<&PoolName>) -> Result<Vec<Ima
 /// The pool that holds `uuid`: `-P` when given, else the first imported
 /// pool that has it (the default pool first).
 fn find(cx: &Context, pool: Option<&PoolName>, uuid: ImageUuid) -> Result<PoolImages> {
-    let zone_roots = images::zone_roots();
     let default = PoolName::default();
-    let mut pools = cx.pools_or(pool)?;
-    pools.sort_by_key(|p| p.name() != &default);
-    for p in &pools {
-        let scan = PoolImages::scan(p.as_ref(), &zone_roots)?;
-        if scan.images.contains_key(&uuid) {
-            return Ok(scan);
-        }
-    }
-    Err(Error::ImageNotInstalled { uuid: uuid.to_string(), pool: pool.unwrap_or(&default).to_string() })
+    let mut scans = cx.scan_pools(pool)?;
+    scans.sort_by_key(|scan| scan.pool != default);
+    scans
+        .into_iter()
+        .find(|scan| scan.images.contains_key(&uuid))
+        .ok_or_else(|| Error::ImageNotInstalled { uuid: uuid.to_string(), pool: pool.unwrap_or(&default).to_string() })
 }
 
 /// `get [-r]`: `{manifest, zpool, source?, driver}`, with `children` for -r.
