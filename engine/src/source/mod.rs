@@ -261,7 +261,7 @@ mod tests {
         let mut config = Config::default();
         assert_eq!(configured(&config).unwrap(), vec![SourceSpec::imgapi(DEFAULT_SOURCE_URL)]);
         let spec = SourceSpec { url: "https://x".into(), kind: SourceType::Docker, insecure: true, channel: None };
-        store(&mut config, &[spec.clone()]);
+        store(&mut config, std::slice::from_ref(&spec));
         assert_eq!(configured(&config).unwrap(), vec![spec.clone()]);
         assert_eq!(spec.describe(), "\"docker\" image source \"https://x\" (insecure)");
         store(&mut config, &[]);
