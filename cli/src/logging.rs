@@ -4,7 +4,6 @@
 //! means trace; else `IMGADM_LOG_LEVEL`.
 
 use std::io::Write;
-use std::sync::OnceLock;
 
 use serde_json::{json, Map, Value};
 use tracing::field::{Field, Visit};
@@ -16,14 +15,7 @@ use tracing_subscriber::Layer;
 
 /// The request id sent to servers as `x-request-id` and put on every record.
 pub fn req_id() -> &'static str {
-    static REQ_ID: OnceLock<String> = OnceLock::new();
-    REQ_ID.get_or_init(|| {
-        std::env::var("REQ_ID")
-            .or_else(|_| std::env::var("req_id"))
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-    })
+    imgadm_engine::source::request_id()
 }
 
 fn bunyan_level(level: &Level) -> u8 {

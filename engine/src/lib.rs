@@ -6,6 +6,11 @@
 //! steps that change things live in [`steps`] with their probe and undo, so
 //! [`recovery`] can resume or roll back an operation a crash interrupted.
 //!
+//! Images come from local files (`verbs::install`) or from image sources
+//! ([`source`]: the `sources` config and an IMGAPI client whose downloads
+//! stream straight into the receive pipeline, resumable with Range;
+//! `verbs::import`, `verbs::avail`, `verbs::show`, `verbs::sources`).
+//!
 //! The seams the engine calls are its own traits: [`pool::Pool`] (drivers
 //! `zfs` and `dir`) and [`report::Reporter`] (the CLI's output). Names that
 //! reach a pool are parsed types ([`ids::DatasetName`] from a
@@ -37,6 +42,7 @@ pub mod pipeline;
 pub mod pool;
 pub mod recovery;
 pub mod report;
+pub mod source;
 pub mod state;
 pub mod steps;
 pub mod verbs;

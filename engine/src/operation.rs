@@ -326,13 +326,18 @@ impl<'a> Operation<'a> {
     /// Records a failure at the current step, undoes every step begun (bad
     /// input leaves nothing behind), and ends the operation as failed.
     /// Returns the original error; a failure of the cleanup is added to it.
-    pub fn fail_and_roll_back(mut self, cx: &crate::context::Context, error: Error) -> Error {
+    pub fn fail_and_roll_back(self, cx: &crate::context::Context, error: Error) -> Error {
+        self.fail_and_roll_back_keeping(cx, error, &[])
+    }
+
+    /// `fail_and_roll_back`, but the steps named in `keep` stay as they are.
+    pub fn fail_and_roll_back_keeping(mut self, cx: &crate::context::Context, error: Error, keep: &[&str]) -> Error {
         let (step, image) = self.current_step().unwrap_or_else(|| ("start".to_string(), None));
         let mut errors = vec![];
         if let Err(e) = self.failed(&step, image.as_deref(), &error) {
             errors.push(e);
         }
-        if let Err(e) = crate::steps::roll_back(&mut self, cx) {
+        if let Err(e) = crate::steps::roll_back_keeping(&mut self, cx, keep) {
             errors.push(e);
         }
         if let Err(e) = self.end(Outcome::Failed, Some(&error)) {

@@ -196,10 +196,18 @@ pub fn run(
             None => Err(Error::internal("the image file was not read to its end")),
         }
     });
-    if outcome.is_err() && recv_recorded {
+    let error = match outcome {
+        Ok(done) => return Ok(done),
+        Err(error) => error,
+    };
+    if recv_recorded {
         if let crate::operation::StepState::Begun { begun } = op.step_state(RECV, Some(&plan.uuid.to_string())) {
-            steps::undo_recv(cx, &begun)?;
+            // The failure that stopped the receive stays the first error: a
+            // cleanup problem is added to it, never put in its place.
+            if let Err(cleanup) = steps::undo_recv(cx, &begun) {
+                return Err(Error::Multi(vec![error, cleanup]));
+            }
         }
     }
-    outcome
+    Err(error)
 }

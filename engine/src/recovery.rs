@@ -74,6 +74,7 @@ pub fn resume(cx: &Context, id: &OpId) -> Result<()> {
         "delete" => crate::verbs::delete::resume(cx, op),
         "create" => crate::verbs::create::resume(cx, op).map(|_| ()),
         "vacuum" => crate::verbs::vacuum::resume(cx, op),
+        "import" => crate::verbs::import::resume(cx, op),
         verb => Err(Error::NotSupported(format!(
             "resuming a \"{verb}\" operation is not supported: roll it back with `imgadm journal rollback {id}`"
         ))),

@@ -51,7 +51,13 @@ pub fn holds_guid(pool: &dyn Pool, dataset: &DatasetName, guid: u64) -> Result<b
     if !pool.dataset_exists(dataset)? {
         return Ok(false);
     }
-    Ok(pool.snapshots(dataset)?.iter().any(|s| s.guid == guid))
+    match pool.snapshots(dataset) {
+        Ok(snapshots) => Ok(snapshots.iter().any(|s| s.guid == guid)),
+        // A failed receive's dataset can vanish between the two calls
+        // (zfs-fuse cleans up after `zfs recv` has exited).
+        Err(_) if !pool.dataset_exists(dataset)? => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// What one image's receive needs: the pool, where the file comes from, and
@@ -255,7 +261,16 @@ pub fn undo(cx: &Context, step: &str, state: &StepState) -> Result<Value> {
 /// undo; used after a failure (bad input leaves nothing behind) and by
 /// `journal rollback`.
 pub fn roll_back(op: &mut Operation, cx: &Context) -> Result<()> {
+    roll_back_keeping(op, cx, &[])
+}
+
+/// Rolls back every step but those named in `keep` (a failed import keeps
+/// its `fetch`: the partial download a later run resumes).
+pub fn roll_back_keeping(op: &mut Operation, cx: &Context, keep: &[&str]) -> Result<()> {
     for (step, state) in op.steps_to_undo() {
+        if keep.contains(&step.as_str()) {
+            continue;
+        }
         let data = undo(cx, &step, &state)?;
         op.undone(&step, data)?;
     }

@@ -68,6 +68,9 @@ pub enum EventKind {
     StepDone,
     StepFailed,
     StepUndone,
+    /// Progress inside a step that does not change where it stands: a
+    /// download's byte checkpoint, a retried transfer.
+    StepProgress,
     OperationResumed,
     OperationEnded,
 }

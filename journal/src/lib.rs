@@ -492,7 +492,11 @@ fn check_new(store: &Store, touched: &mut HashMap<OpId, bool>, new: &NewEvent) -
     }
     let is_step = matches!(
         new.kind,
-        EventKind::StepBegun | EventKind::StepDone | EventKind::StepFailed | EventKind::StepUndone
+        EventKind::StepBegun
+            | EventKind::StepDone
+            | EventKind::StepFailed
+            | EventKind::StepUndone
+            | EventKind::StepProgress
     );
     if is_step && new.step.is_none() {
         return refuse("a step event needs a step name");

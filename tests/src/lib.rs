@@ -8,3 +8,14 @@ pub mod images;
 pub mod imgapi_server;
 pub mod powerloss;
 pub mod zfs;
+
+/// Runs each named scenario (a `fn(Driver)` of the test file, with
+/// `Driver` in scope) on both drivers, as two tests: `dir::NAME` and
+/// `zfs::NAME`.
+#[macro_export]
+macro_rules! on_both_pools {
+    ($($name:ident),* $(,)?) => {
+        mod dir { $( #[test] fn $name() { super::$name(super::Driver::Dir) } )* }
+        mod zfs { $( #[test] fn $name() { super::$name(super::Driver::Zfs) } )* }
+    };
+}

@@ -3,15 +3,8 @@
 
 use imgadm_tests::harness::*;
 use imgadm_tests::images::*;
+use imgadm_tests::on_both_pools;
 use serde_json::{json, Value};
-
-/// Runs one scenario on both drivers, as two tests.
-macro_rules! on_both_pools {
-    ($($name:ident),* $(,)?) => {
-        mod dir { $( #[test] fn $name() { super::$name(super::Driver::Dir) } )* }
-        mod zfs { $( #[test] fn $name() { super::$name(super::Driver::Zfs) } )* }
-    };
-}
 
 on_both_pools!(
     full_image_install_list_get_ancestry_delete,

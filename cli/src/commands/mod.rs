@@ -3,13 +3,17 @@
 //! and the dispatch.
 
 mod ancestry;
+mod avail;
 mod create;
 mod delete;
 mod get;
 mod history;
+mod import;
 mod install;
 mod journal;
 mod list;
+mod show;
+mod sources;
 mod vacuum;
 
 use std::sync::Arc;
@@ -25,6 +29,15 @@ pub enum Command {
     /// Show the help of imgadm or of one of its commands.
     #[command(visible_alias = "?")]
     Help(HelpArgs),
+    /// List and edit the image sources.
+    Sources(sources::Args),
+    /// List the images available from the image sources.
+    #[command(visible_alias = "available")]
+    Avail(avail::Args),
+    /// Show the manifest of an image in the image sources.
+    Show(show::Args),
+    /// Import an image (and the origins it needs) from the image sources.
+    Import(import::Args),
     /// Install an image from a local manifest and file.
     Install(install::Args),
     /// List installed images.
@@ -77,6 +90,10 @@ fn context(argv: Vec<String>, quiet: bool) -> Result<Context> {
 pub fn run(command: Command, argv: Vec<String>) -> Result<()> {
     match command {
         Command::Help(args) => help(&args.command),
+        Command::Sources(args) => sources::run(context(argv, false)?, args),
+        Command::Avail(args) => avail::run(context(argv, false)?, args),
+        Command::Show(args) => show::run(context(argv, false)?, args),
+        Command::Import(args) => import::run(context(argv, args.quiet)?, args),
         Command::Install(args) => install::run(context(argv, args.quiet)?, args),
         Command::List(args) => list::run(context(argv, false)?, args),
         Command::Get(args) => get::run(context(argv, false)?, args),

@@ -1,7 +1,11 @@
 //! One module per verb (or family of read-only verbs).
 
+pub mod avail;
 pub mod create;
 pub mod delete;
+pub mod import;
 pub mod install;
 pub mod query;
+pub mod show;
+pub mod sources;
 pub mod vacuum;

@@ -1,0 +1,313 @@
+//! The IMGAPI client: ping, ListImages (paged), GetImage and a streaming
+//! GetImageFile with Range, over reqwest (rustls).
+//!
+//! Engine verbs are synchronous, so the client drives its requests on one
+//! process-wide tokio runtime (`block_on` from the calling thread) and hands
+//! file bodies out as a blocking `Read`. Every request carries
+//! `Accept-Version: ~2`, the User-Agent (plus `userAgentExtra`), the
+//! process's `x-request-id` and, when the source has one, `channel=`.
+//! Certificates are verified unless the source is insecure or
+//! `IMGADM_INSECURE=1`; proxies come from the environment (reqwest's
+//! default).
+
+use std::io::Read;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+
+use super::{request_id, SourceSpec, SourceType};
+use crate::error::{Error, Result};
+use crate::ids::ImageUuid;
+use crate::manifest::Manifest;
+
+/// The page size of ListImages after the first page (the server's cap).
+const PAGE_LIMIT: usize = 1000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a response may go without a byte before it counts as stalled:
+/// `IMGADM_READ_TIMEOUT_SECS`, default 60 s.
+pub fn read_timeout() -> Duration {
+    std::env::var("IMGADM_READ_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("imgadm-http")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::internal(format!("cannot start the HTTP runtime: {e}")))
+}
+
+/// What a client needs besides the source itself.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// `userAgentExtra` from the config.
+    pub user_agent_extra: Option<String>,
+}
+
+/// A client for one IMGAPI source.
+#[derive(Clone, Debug)]
+pub struct ImgapiClient {
+    /// The source as configured (what messages and the manifest cache show).
+    pub spec: SourceSpec,
+    /// The normalised URL without its query: requests go below it.
+    base: String,
+    channel: Option<String>,
+    http: reqwest::Client,
+}
+
+/// The start of a GetImageFile answer.
+pub struct FileResponse {
+    /// 206: the body starts at the requested offset; else it starts at 0.
+    pub partial: bool,
+    /// The body's length as the server announced it.
+    pub content_length: Option<u64>,
+    /// The file's `Etag` (its sha1 on sdc-imgapi).
+    pub etag: Option<String>,
+    pub body: BodyReader,
+}
+
+impl ImgapiClient {
+    pub fn new(spec: &SourceSpec, options: &ClientOptions) -> Result<ImgapiClient> {
+        if spec.kind != SourceType::Imgapi {
+            return Err(Error::NotSupported(format!(
+                "{} sources are not supported by this imgadm: only \"imgapi\" sources can be used ({})",
+                spec.kind.as_str(),
+                spec.describe()
+            )));
+        }
+        let normalized = super::normalize_url(&spec.url);
+        let (base, query) = match normalized.split_once('?') {
+            Some((base, query)) => (base.to_string(), Some(query.to_string())),
+            None => (normalized, None),
+        };
+        let url_channel = query.as_deref().and_then(|q| {
+            q.split('&').find_map(|pair| pair.strip_prefix("channel=")).map(str::to_string)
+        });
+        let mut agent = format!("imgadm/{} (imgadm-rs; rust)", env!("CARGO_PKG_VERSION"));
+        if let Some(extra) = &options.user_agent_extra {
+            agent.push(' ');
+            agent.push_str(extra);
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("accept-version", reqwest::header::HeaderValue::from_static("~2"));
+        if let Ok(id) = reqwest::header::HeaderValue::from_str(request_id()) {
+            headers.insert("x-request-id", id);
+        }
+        let insecure = spec.insecure || std::env::var("IMGADM_INSECURE").is_ok_and(|v| v == "1");
+        let http = reqwest::Client::builder()
+            .user_agent(agent)
+            .default_headers(headers)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .danger_accept_invalid_certs(insecure)
+            .build()
+            .map_err(|e| Error::Client { url: spec.url.clone(), detail: e.to_string() })?;
+        Ok(ImgapiClient { spec: spec.clone(), base, channel: spec.channel.clone().or(url_channel), http })
+    }
+
+    /// The source URL as configured (with its `?channel=`, if any).
+    pub fn url(&self) -> &str {
+        &self.spec.url
+    }
+
+    fn request(&self, path: &str, query: &[(&str, String)]) -> reqwest::RequestBuilder {
+        let mut params: Vec<(&str, String)> = query.to_vec();
+        if let Some(channel) = &self.channel {
+            params.push(("channel", channel.clone()));
+        }
+        self.http.get(format!("{}{path}", self.base)).query(&params)
+    }
+
+    fn transport_error(&self, e: impl std::fmt::Display) -> Error {
+        Error::Client { url: self.spec.url.clone(), detail: e.to_string() }
+    }
+
+    /// Sends a request; a non-2xx answer becomes `Error::Api` with the
+    /// server's code.
+    fn send(&self, request: reqwest::RequestBuilder) -> Result<Response> {
+        let rt = runtime()?;
+        let response = rt
+            .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT + read_timeout(), request.send()).await })
+            .map_err(|_| self.transport_error("timed out waiting for the server's answer"))?
+            .map_err(|e| self.transport_error(describe_reqwest(&e)))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = self.read_body(response).unwrap_or_default();
+        Err(self.api_error(status, &body))
+    }
+
+    fn read_body(&self, response: Response) -> Result<Vec<u8>> {
+        runtime()?
+            .block_on(async { tokio::time::timeout(read_timeout(), response.bytes()).await })
+            .map_err(|_| self.transport_error("timed out reading the server's answer"))?
+            .map(|b| b.to_vec())
+            .map_err(|e| self.transport_error(describe_reqwest(&e)))
+    }
+
+    /// `{code, message, errors[]}` as the real imgadm shows it: `URL:
+    /// message`, then `    field: code[: message]` per error.
+    fn api_error(&self, status: StatusCode, body: &[u8]) -> Error {
+        let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let code = parsed.get("code").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| {
+            if status.is_server_error() { "InternalError" } else { "HttpError" }.to_string()
+        });
+        let mut message = parsed.get("message").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| {
+            let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+            format!("statusCode {}, {}", status.as_u16(), text.trim())
+        });
+        for error in parsed.get("errors").and_then(Value::as_array).into_iter().flatten() {
+            let field = error.get("field").and_then(Value::as_str).unwrap_or("?");
+            let code = error.get("code").and_then(Value::as_str).unwrap_or("?");
+            message.push_str(&format!("\n    {field}: {code}"));
+            if let Some(text) = error.get("message").and_then(Value::as_str) {
+                message.push_str(&format!(": {text}"));
+            }
+        }
+        Error::Api { code, url: self.spec.url.clone(), message, status: status.as_u16() }
+    }
+
+    fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
+        let response = self.send(self.request(path, query).header("accept", "application/json"))?;
+        let status = response.status();
+        let body = self.read_body(response)?;
+        serde_json::from_slice(&body).map_err(|_| {
+            let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
+            self.transport_error(format!("statusCode {}, response not JSON: {text}", status.as_u16()))
+        })
+    }
+
+    /// `GET /ping`: fine when the answer says `imgapi: true`.
+    pub fn ping(&self) -> Result<()> {
+        let answer = self.get_json("/ping", &[])?;
+        match answer.get("imgapi") {
+            Some(Value::Bool(true)) => Ok(()),
+            _ => Err(self.transport_error(format!("not an IMGAPI server (ping answered {answer})"))),
+        }
+    }
+
+    /// Every (active) image, paged as the official client pages: the first
+    /// request without limit or marker, then `marker=LAST&limit=1000` (the
+    /// marker image comes back first and is dropped), until a short or empty
+    /// page or a marker that does not advance.
+    pub fn list_images(&self) -> Result<Vec<Manifest>> {
+        let mut all: Vec<Value> = Vec::new();
+        let mut page = self.get_list(&[])?;
+        loop {
+            let full = page.len() >= PAGE_LIMIT;
+            let marker_before = all.last().and_then(uuid_of).map(str::to_string);
+            let mut items = page.into_iter();
+            let mut first = items.next();
+            if first.as_ref().and_then(uuid_of).map(str::to_string) == marker_before && marker_before.is_some() {
+                first = None;
+            }
+            all.extend(first.into_iter().chain(items));
+            let marker = all.last().and_then(uuid_of).map(str::to_string);
+            if !full || marker.is_none() || marker == marker_before {
+                break;
+            }
+            page = self.get_list(&[("marker", marker.unwrap_or_default()), ("limit", PAGE_LIMIT.to_string())])?;
+            if page.is_empty() {
+                break;
+            }
+        }
+        all.into_iter().map(Manifest::from_value).collect()
+    }
+
+    fn get_list(&self, query: &[(&str, String)]) -> Result<Vec<Value>> {
+        match self.get_json("/images", query)? {
+            Value::Array(items) => Ok(items),
+            other => Err(self.transport_error(format!("ListImages answered a non-array: {other}"))),
+        }
+    }
+
+    /// `GET /images/UUID`; `None` when the server says 404.
+    pub fn get_image(&self, uuid: ImageUuid) -> Result<Option<Manifest>> {
+        match self.get_json(&format!("/images/{uuid}"), &[]) {
+            Ok(value) => Manifest::from_value(value).map(Some),
+            Err(Error::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /images/UUID/file`, from `offset` with a Range request when
+    /// `offset > 0`. The body is read as it arrives.
+    pub fn get_file(&self, uuid: ImageUuid, offset: u64) -> Result<FileResponse> {
+        let mut request = self.request(&format!("/images/{uuid}/file"), &[]);
+        if offset > 0 {
+            request = request.header("range", format!("bytes={offset}-"));
+        }
+        let response = self.send(request)?;
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Ok(FileResponse {
+            partial: response.status() == StatusCode::PARTIAL_CONTENT,
+            content_length: header("content-length").and_then(|v| v.parse().ok()),
+            etag: header("etag").map(|e| e.trim_matches('"').to_string()),
+            body: BodyReader { response, pending: bytes::Bytes::new(), url: self.spec.url.clone() },
+        })
+    }
+}
+
+fn uuid_of(manifest: &Value) -> Option<&str> {
+    manifest.get("uuid").and_then(Value::as_str)
+}
+
+/// reqwest's error with its causes (the top-level text alone says little).
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        text.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    text
+}
+
+/// A response body as a blocking reader. A read that waits longer than the
+/// read timeout fails with `TimedOut` (a stalled server); a cut connection
+/// fails as reqwest reports it.
+pub struct BodyReader {
+    response: Response,
+    pending: bytes::Bytes,
+    url: String,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pending.is_empty() {
+            let rt = runtime().map_err(std::io::Error::other)?;
+            let chunk = rt
+                .block_on(async { tokio::time::timeout(read_timeout(), self.response.chunk()).await })
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("{}: no data for {} s (stalled transfer)", self.url, read_timeout().as_secs_f64()),
+                    )
+                })?
+                .map_err(|e| std::io::Error::other(format!("{}: {}", self.url, describe_reqwest(&e))))?;
+            match chunk {
+                Some(bytes) => self.pending = bytes,
+                None => return Ok(0),
+            }
+        }
+        let n = self.pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending = self.pending.slice(n..);
+        Ok(n)
+    }
+}
