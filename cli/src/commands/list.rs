@@ -11,23 +11,38 @@ use imgadm_engine::{Error, Result};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
+    listing: ListingArgs,
+}
+
+pub fn run(cx: Context, args: Args) -> Result<()> {
+    let rows = query::installed_images(&cx, None)?.into_iter().map(row).collect();
+    args.listing.print(rows)
+}
+
+/// What `list` and `avail` share: filters, `-o`, `-s`, `-j`, `-H`.
+#[derive(Debug, clap::Args)]
+pub struct ListingArgs {
+    #[command(flatten)]
     output: super::OutputArgs,
     /// Fields (columns) to print, comma-separated. Default: uuid,name,version,os,type,pub.
     #[arg(short = 'o', value_name = "FIELD,...")]
     columns: Option<String>,
     /// Sort on these fields, comma-separated; `-FIELD` reverses. Default: published_at,name.
-    #[arg(short = 's', value_name = "FIELD,...")]
+    #[arg(short = 's', value_name = "FIELD,...", allow_hyphen_values = true)]
     sort: Option<String>,
     /// Filters `FIELD=VALUE` (`FIELD=~SUBSTRING`, `FIELD=true|false`; dotted fields).
     filters: Vec<String>,
 }
 
-pub fn run(cx: Context, args: Args) -> Result<()> {
-    let filters = Filters::parse(&args.filters)?;
-    let sort = SortKey::parse_list(args.sort.as_deref().unwrap_or(&LIST_SORT.join(",")))?;
-    let mut rows = filters.apply(query::installed_images(&cx, None)?.into_iter().map(row).collect());
-    listing::sort_rows(&mut rows, &sort);
-    print_rows(&rows, args.output.json, args.output.no_header, args.columns.as_deref(), LIST_COLUMNS)
+impl ListingArgs {
+    /// Filters, sorts and prints `rows` as the arguments say.
+    pub fn print(&self, rows: Vec<Row>) -> Result<()> {
+        let filters = Filters::parse(&self.filters)?;
+        let sort = SortKey::parse_list(self.sort.as_deref().unwrap_or(&LIST_SORT.join(",")))?;
+        let mut rows = filters.apply(rows);
+        listing::sort_rows(&mut rows, &sort);
+        print_rows(&rows, self.output.json, self.output.no_header, self.columns.as_deref(), LIST_COLUMNS)
+    }
 }
 
 pub fn row(info: ImageInfo) -> Row {
