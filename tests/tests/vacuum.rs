@@ -3,8 +3,10 @@
 
 use imgadm_tests::harness::*;
 
+/// `imgadm vacuum -P POOL ARGS`: without -P a vacuum acts on every imported
+/// pool, other tests' pools included.
 fn vacuum(w: &World, args: &[&str]) -> Run {
-    let mut argv = vec!["vacuum"];
+    let mut argv = vec!["vacuum", "-P", &w.pool];
     argv.extend_from_slice(args);
     w.imgadm(&argv)
 }
@@ -57,7 +59,7 @@ fn a_whole_unused_chain_goes_leaves_first_on_the_dir_pool() {
     let run = vacuum(&w, &["--dry-run"]).ok();
     assert_eq!(run.stdout, format!("[dry-run] Deleted image {}\n[dry-run] Deleted image {}\n", child_line(), base_line()));
     assert_eq!(w.listed().len(), 2);
-    let run = vacuum(&w, &["--force", "-P", &w.pool]).ok();
+    let run = vacuum(&w, &["--force"]).ok();
     assert_eq!(run.stdout, format!("Deleted image {}\nDeleted image {}\n", child_line(), base_line()));
     assert!(w.listed().is_empty());
     assert!(w.state_files().iter().all(|f| !f.starts_with("images/")), "{:?}", w.state_files());
