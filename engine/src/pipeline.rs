@@ -3,7 +3,8 @@
 //! stream's BEGIN record is decoded (so the journal knows the guid it will
 //! create before anything is received), and the stream goes to the pool's
 //! receive. No second read of the file, no copy of the whole stream in
-//! memory: memory stays flat whatever the image size.
+//! memory: memory stays flat whatever the image size. Reading and hashing,
+//! decompressing and receiving run on three threads ([`ReadAhead`]).
 
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use crate::failpoint::{self, When};
 use crate::ids::DatasetName;
 use crate::operation::Operation;
 use crate::pool::Received;
+use crate::readahead::ReadAhead;
 use crate::report::Progress;
 use crate::steps::{self, ReceivePlan, RECV};
 use crate::zstream;
@@ -157,7 +159,13 @@ pub fn run(
         progress: cx.reporter.progress(&title, files0.size),
         during: failpoint::during_armed(RECV).then(|| (RECV, files0.size.unwrap_or(0) / 2)),
     };
-    let mut decoded = compression::decoder(compression, Box::new(verifier));
+    // Reading and hashing the file, decompressing it, and receiving the
+    // stream each run on their own thread (the receive on this one).
+    let verified = ReadAhead::start("read", Box::new(verifier))?;
+    let mut decoded: Box<dyn Read + Send> = match compression {
+        Compression::None => Box::new(verified),
+        _ => Box::new(ReadAhead::start("decompress", compression::decoder(compression, Box::new(verified)))?),
+    };
 
     let mut header = [0u8; zstream::RECORD_LEN];
     decoded.read_exact(&mut header).map_err(|e| match e.kind() {

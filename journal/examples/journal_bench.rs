@@ -1,6 +1,6 @@
 //! Measures the journal at a given size.
 //!
-//! `cargo run --release -p imgadm-journal --example journal_bench -- N [DIR] [--engine-batches]`
+//! `cargo run --release -p imgadm-journal --example journal_bench -- N [DIR] [--engine-batches] [--fill-only]`
 //!
 //! Fills a journal (in DIR, or a temporary directory) with about N events,
 //! as imports of 18 events each, written in batches of 9000 events (fast,
@@ -10,6 +10,7 @@
 //! Then it times: single-event appends (each a full
 //! lock/open/append/flush/fsync/close cycle), the history of one image,
 //! one operation's events, resolve, verify, export and rebuild.
+//! `--fill-only` stops after filling (`bench/run` fills its journals so).
 
 use std::time::{Duration, Instant};
 
@@ -63,8 +64,9 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine_batches = std::env::args().any(|a| a == "--engine-batches");
-    let mut args = std::env::args().skip(1).filter(|a| a != "--engine-batches");
-    let n: usize = args.next().ok_or("usage: journal_bench N [DIR] [--engine-batches]")?.parse()?;
+    let fill_only = std::env::args().any(|a| a == "--fill-only");
+    let mut args = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let n: usize = args.next().ok_or("usage: journal_bench N [DIR] [--engine-batches] [--fill-only]")?.parse()?;
     let tmp;
     let dir = match args.next() {
         Some(dir) => std::path::PathBuf::from(dir),
@@ -103,6 +105,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let ids = ids?;
     println!("filled {} events ({} operations, {} images) in {:.1} s", ops * 18, ops, images, fill.as_secs_f64());
+    if fill_only {
+        return Ok(());
+    }
 
     let open = Journal::new_op_id();
     journal.append(import_events(&open, "bench-open").into_iter().take(1).collect())?;
