@@ -231,15 +231,16 @@ fn run_matrix(driver: Driver) {
             let next = AtomicUsize::new(0);
             std::thread::scope(|scope| {
                 for _ in 0..8 {
-                    scope.spawn(|| loop {
-                        let Some(case) = cases.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                        let world = World::new(Driver::Dir);
-                        let reference = &references[case.scenario.name];
-                        // The server's request log is shared and never checked here.
-                        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            run_case(&world, &images, case, reference)
-                        }));
-                        record(case, outcome);
+                    scope.spawn(|| {
+                        while let Some(case) = cases.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            let world = World::new(Driver::Dir);
+                            let reference = &references[case.scenario.name];
+                            // The server's request log is shared and never checked here.
+                            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                run_case(&world, &images, case, reference)
+                            }));
+                            record(case, outcome);
+                        }
                     });
                 }
             });
