@@ -53,6 +53,9 @@ pub enum Error {
     #[error("{0}")]
     NotSupported(String),
 
+    #[error("{count} image(s) could not be replayed onto \"{pool}\"")]
+    NotReplayed { count: usize, pool: String },
+
     #[error("{0}")]
     ConfigError(String),
 
@@ -139,6 +142,7 @@ impl Error {
             Error::ImageMissingOriginalSnapshot { .. } => "ImageMissingOriginalSnapshot",
             Error::PoolNotFound { .. } => "PoolNotFound",
             Error::NotSupported(_) => "NotSupported",
+            Error::NotReplayed { .. } => "NotReplayed",
             Error::ConfigError(_) => "ConfigError",
             Error::NoSources => "NoSources",
             Error::SourcePing { .. } => "SourcePing",

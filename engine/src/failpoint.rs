@@ -5,6 +5,12 @@
 //! effect has not happened), `after` (its effect happened, its "done" event
 //! is not written) or `during` (half of the step's bytes have moved; for the
 //! steps that move data). Unset, it costs one environment read per process.
+//!
+//! `IMGADM_FAILPOINT_FRACTION=F` (test-only, read alongside) moves where a
+//! `during` failpoint of a step with a known size fires: once that fraction
+//! of its bytes have moved (0 < F <= 1, default 0.5), so a test can
+//! interrupt a download at 90%. The steps whose size is not known in
+//! advance (`send`, `compress`) fire after their first bytes whatever F is.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -88,10 +94,29 @@ pub fn check(step: &str, when: When) {
     }
 }
 
-/// Whether a `during` failpoint is armed for the current occurrence of
-/// `step`: data-moving steps then count bytes and call `check` at half way.
-pub fn during_armed(step: &str) -> bool {
-    configured().is_some_and(|fp| fp.step == step && fp.when == When::During)
+/// Where a `during` failpoint armed for `step` fires in a transfer of
+/// `total` bytes (`None` when none is armed): data-moving steps count bytes
+/// and call `check` once they reach it.
+pub fn during_at(step: &str, total: u64) -> Option<u64> {
+    configured().filter(|fp| fp.step == step && fp.when == When::During)?;
+    Some((total as f64 * during_fraction()) as u64)
+}
+
+const DEFAULT_FRACTION: f64 = 0.5;
+
+fn during_fraction() -> f64 {
+    static FRACTION: OnceLock<f64> = OnceLock::new();
+    *FRACTION.get_or_init(|| {
+        let Ok(text) = std::env::var("IMGADM_FAILPOINT_FRACTION") else { return DEFAULT_FRACTION };
+        parse_fraction(&text).unwrap_or_else(|| {
+            tracing::warn!(text, "ignoring malformed IMGADM_FAILPOINT_FRACTION (want 0 < F <= 1)");
+            DEFAULT_FRACTION
+        })
+    })
+}
+
+fn parse_fraction(text: &str) -> Option<f64> {
+    text.parse().ok().filter(|f: &f64| *f > 0.0 && *f <= 1.0)
 }
 
 fn fire(fp: &Failpoint) -> ! {
@@ -113,5 +138,14 @@ mod tests {
         assert_eq!(parse("fetch:before:0"), None);
         assert_eq!(parse(":before"), None);
         assert_eq!(parse("recv:after:1:x"), None);
+    }
+
+    #[test]
+    fn fractions_parse() {
+        assert_eq!(parse_fraction("0.9"), Some(0.9));
+        assert_eq!(parse_fraction("1"), Some(1.0));
+        assert_eq!(parse_fraction("0"), None);
+        assert_eq!(parse_fraction("1.5"), None);
+        assert_eq!(parse_fraction("most"), None);
     }
 }

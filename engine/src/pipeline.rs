@@ -56,7 +56,7 @@ struct VerifyingReader<R> {
     uuid: String,
     result: Arc<Mutex<Verified>>,
     progress: Box<dyn Progress>,
-    /// The step whose `during` failpoint fires at half of the expected bytes.
+    /// The step whose `during` failpoint fires, and after how many bytes.
     during: Option<(&'static str, u64)>,
 }
 
@@ -69,8 +69,8 @@ impl<R: Read> Read for VerifyingReader<R> {
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
         self.progress.advance(n as u64);
-        if let Some((step, half)) = self.during {
-            if self.bytes >= half {
+        if let Some((step, at)) = self.during {
+            if self.bytes >= at {
                 failpoint::check(step, When::During);
             }
         }
@@ -157,7 +157,7 @@ pub fn run(
         uuid: plan.uuid.to_string(),
         result: result.clone(),
         progress: cx.reporter.progress(&title, files0.size),
-        during: failpoint::during_armed(RECV).then(|| (RECV, files0.size.unwrap_or(0) / 2)),
+        during: failpoint::during_at(RECV, files0.size.unwrap_or(0)).map(|at| (RECV, at)),
     };
     // Reading and hashing the file, decompressing it, and receiving the
     // stream each run on their own thread (the receive on this one).

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod audit;
+pub mod onto;
 
 use imgadm_engine::context::Context;
 use imgadm_engine::ids::ImageUuid;

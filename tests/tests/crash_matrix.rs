@@ -24,6 +24,7 @@ use imgadm_engine::ids::{DatasetName, ImageUuid, PoolName};
 use imgadm_journal::Journal;
 use imgadm_tests::harness::*;
 use imgadm_tests::images::*;
+use imgadm_tests::imgapi_server::{FileCompression, TestImgapi};
 use imgadm_tests::zfs::TestZpool;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
@@ -33,6 +34,14 @@ const INSTALL_STEPS: &[&str] = &["validate", "lock", "verify", "recv", "final", 
 const DELETE_STEPS: &[&str] = &["lock", "check", "destroy", "uncache", "unlock"];
 const VACUUM_STEPS: &[&str] = &["plan", "lock", "check", "destroy", "uncache", "unlock"];
 const CREATE_STEPS: &[&str] = &["lock", "check", "snapshot", "send", "compress", "manifest", "cleanup", "unlock"];
+/// An import of the child and its missing base: the per-image steps twice,
+/// base first.
+const IMPORT_STEPS: &[&str] = &[
+    "resolve", "ancestry", "lock",
+    "fetch", "verify", "recv", "final", "rename", "cache",
+    "fetch", "verify", "recv", "final", "rename", "cache",
+    "unlock",
+];
 /// The "VM" create makes an image of: a clone of the base image.
 const VM_UUID: &str = "0c4f1d2e-3a5b-4c6d-8e7f-9a0b1c2d3e4f";
 
@@ -43,7 +52,8 @@ struct Scenario {
     setup: fn(&World, &Images),
     argv: fn(&World, &Images) -> Vec<String>,
     steps: &'static [&'static str],
-    /// Steps that move data, killed half way through as well.
+    /// Steps that move data, killed half way through as well (each
+    /// occurrence of the step).
     during: &'static [&'static str],
     /// Failpoints after which the operation cannot be undone: rollback
     /// finishes it instead (a delete whose dataset is destroyed).
@@ -69,6 +79,15 @@ fn scenarios() -> Vec<Scenario> {
             argv: |w, i| install_argv(w, &i.child),
             steps: INSTALL_STEPS,
             during: &["recv"],
+            rollback_finishes: &[],
+            zfs_only: false,
+        },
+        Scenario {
+            name: "import 2-image origin chain",
+            setup: |w, i| i.use_server(w),
+            argv: |w, i| strings(&["import", "-P", &w.pool, &i.child.uuid]),
+            steps: IMPORT_STEPS,
+            during: &["fetch", "recv"],
             rollback_finishes: &[],
             zfs_only: false,
         },
@@ -140,12 +159,7 @@ fn cases(scenarios: &[Scenario], driver: Driver) -> Vec<Case<'_>> {
     let mut cases = Vec::new();
     let mut flip = driver == Driver::Zfs;
     for scenario in scenarios.iter().filter(|s| driver == Driver::Zfs || !s.zfs_only) {
-        let failpoints = scenario
-            .steps
-            .iter()
-            .flat_map(|step| [format!("{step}:before"), format!("{step}:after")])
-            .chain(scenario.during.iter().map(|step| format!("{step}:during")));
-        for failpoint in failpoints {
+        for failpoint in failpoints(scenario) {
             flip = !flip;
             let resume = if flip { Recovery::RerunCommand } else { Recovery::JournalResume };
             for recovery in [resume, Recovery::Rollback] {
@@ -154,6 +168,27 @@ fn cases(scenarios: &[Scenario], driver: Driver) -> Vec<Case<'_>> {
         }
     }
     cases
+}
+
+/// `STEP:before` and `STEP:after` of every step, then `STEP:during` of the
+/// data-moving ones; a step that occurs more than once (one per image of
+/// an import) is named by occurrence, `STEP:WHEN:N`.
+fn failpoints(scenario: &Scenario) -> Vec<String> {
+    let occurrences = |step: &str| scenario.steps.iter().filter(|s| **s == step).count();
+    let named = |step: &str, when: &str, n: usize| match occurrences(step) {
+        1 => format!("{step}:{when}"),
+        _ => format!("{step}:{when}:{n}"),
+    };
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut failpoints = Vec::new();
+    for step in scenario.steps {
+        let n = seen.entry(step).and_modify(|n| *n += 1).or_insert(1);
+        failpoints.extend(["before", "after"].map(|when| named(step, when, *n)));
+    }
+    for step in scenario.during {
+        failpoints.extend((1..=occurrences(step)).map(|n| named(step, "during", n)));
+    }
+    failpoints
 }
 
 #[test]
@@ -196,12 +231,16 @@ fn run_matrix(driver: Driver) {
             let next = AtomicUsize::new(0);
             std::thread::scope(|scope| {
                 for _ in 0..8 {
-                    scope.spawn(|| loop {
-                        let Some(case) = cases.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                        let world = World::new(Driver::Dir);
-                        let reference = &references[case.scenario.name];
-                        let outcome = std::panic::catch_unwind(|| run_case(&world, &images, case, reference));
-                        record(case, outcome);
+                    scope.spawn(|| {
+                        while let Some(case) = cases.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            let world = World::new(Driver::Dir);
+                            let reference = &references[case.scenario.name];
+                            // The server's request log is shared and never checked here.
+                            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                run_case(&world, &images, case, reference)
+                            }));
+                            record(case, outcome);
+                        }
                     });
                 }
             });
@@ -431,11 +470,13 @@ struct ImageFiles {
 }
 
 /// A full image and an incremental child of it, each with a few hundred KB
-/// of incompressible data so that half way through the file is mid-stream.
+/// of incompressible data so that half way through the file is mid-stream;
+/// both are files on disk (for install) and on an Images API (for import).
 struct Images {
     _dir: TempDir,
     base: ImageFiles,
     child: ImageFiles,
+    server: TestImgapi,
 }
 
 impl Images {
@@ -453,8 +494,23 @@ impl Images {
         let child_stream = zpool.make_stream(&[("more", &noise(b"child", 200 << 10))], Some(&base_dataset));
         zpool.zfs(&["destroy", "-r", &base_dataset.to_string()]);
         let child = write_image(dir.path(), CHILD_MANIFEST, "child", &child_stream);
-        Images { _dir: dir, base, child }
+        let server = TestImgapi::start();
+        for image in [&base, &child] {
+            let manifest: Value = serde_json::from_slice(&read(&image.manifest)).expect("manifest JSON");
+            server.add_image(manifest, read(&image.file), FileCompression::Gzip);
+        }
+        Images { _dir: dir, base, child, server }
     }
+
+    /// Makes the world's imgadm import from this Images API only.
+    fn use_server(&self, world: &World) {
+        let config = json!({"sources": [{"type": "imgapi", "url": self.server.url()}]});
+        std::fs::write(world.state.path().join("imgadm.conf"), config.to_string()).expect("write imgadm.conf");
+    }
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 fn write_image(dir: &Path, example_manifest_name: &str, stem: &str, stream: &[u8]) -> ImageFiles {

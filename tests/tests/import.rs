@@ -162,7 +162,10 @@ fn big_image() -> &'static (Value, Vec<u8>) {
     })
 }
 
-fn resume_after_kill(driver: Driver, honour_range: bool) {
+/// Kills an import once `fraction` of the file is downloaded, re-runs it,
+/// and (with Range honoured) checks that the server sent only the missing
+/// bytes plus at most one chunk.
+fn resume_after_kill(driver: Driver, honour_range: bool, fraction: f64) {
     let (manifest, stream) = big_image();
     let image = manifest["uuid"].as_str().unwrap();
     let server = TestImgapi::start();
@@ -171,12 +174,18 @@ fn resume_after_kill(driver: Driver, honour_range: bool) {
     let w = World::new(driver);
     use_sources(&w, &[&server.url()]);
 
-    let killed = w.command().env("IMGADM_FAILPOINT", "fetch:during").args(["import", "-P", &w.pool, image]).output();
+    let killed = w
+        .command()
+        .env("IMGADM_FAILPOINT", "fetch:during")
+        .env("IMGADM_FAILPOINT_FRACTION", fraction.to_string())
+        .args(["import", "-P", &w.pool, image])
+        .output();
     assert!(!killed.expect("run imgadm").status.success(), "the failpoint did not fire");
     let partial = w.state.path().join("downloads").join(format!("{image}.file.partial"));
     let kept = std::fs::metadata(&partial).expect("a partial download is kept").len();
     let size = stream.len() as u64;
-    assert!(kept >= size / 2 - (1 << 20) && kept < size, "partial has {kept} of {size} bytes");
+    let at = (size as f64 * fraction) as u64;
+    assert!(kept >= at - (1 << 20) && kept < size, "partial has {kept} of {size} bytes, killed at {at}");
 
     let sent_before = server.file_bytes_sent(&uuid(image));
     let run = import(&w, image).ok();
@@ -193,11 +202,18 @@ fn resume_after_kill(driver: Driver, honour_range: bool) {
 }
 
 fn resume_after_kill_with_range(driver: Driver) {
-    resume_after_kill(driver, true)
+    resume_after_kill(driver, true, 0.5)
+}
+
+/// At 90% (the Range request matters most when most of the file is there).
+/// The dir pool is enough: what is checked is the transfer, not the pool.
+#[test]
+fn resume_at_90_percent_with_range_fetches_only_the_missing_bytes() {
+    resume_after_kill(Driver::Dir, true, 0.9)
 }
 
 fn resume_after_kill_without_range(driver: Driver) {
-    resume_after_kill(driver, false)
+    resume_after_kill(driver, false, 0.5)
 }
 
 fn wrong_sha1_fails_and_leaves_nothing(driver: Driver) {

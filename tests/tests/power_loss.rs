@@ -1,14 +1,18 @@
 //! Power loss: the power-loss file system drops what was not fsynced, a
 //! journal that relies on sled's flush() alone loses acknowledged events
-//! there, the real one loses none, and an install cut at every step
-//! boundary recovers by resume and by rollback.
+//! there, the real one loses none, and an install or an import cut at every
+//! step boundary recovers by resume and by rollback.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
 use imgadm_journal::UNSAFE_SKIP_FSYNC_ENV;
+use std::sync::OnceLock;
+
 use imgadm_tests::harness::{example, Driver, Run, World, BASE_FILE, BASE_MANIFEST, BASE_UUID};
+use imgadm_tests::images::{example_manifest, read_example};
+use imgadm_tests::imgapi_server::{FileCompression, TestImgapi};
 use imgadm_tests::powerloss::{Lost, PowerLossFs, PowerLossMount};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -160,6 +164,18 @@ impl PoweredWorld {
         Run::from_output(cmd.output().expect("cannot run imgadm"))
     }
 
+    /// `imgadm import` of the example base image from the test Images API,
+    /// with extra environment. The config naming the server is synced
+    /// first: it is the operator's, not the operation's, and no cut loses it.
+    fn import(&self, env: &[(&str, &str)]) -> Run {
+        let config = serde_json::json!({"sources": [{"type": "imgapi", "url": example_server().url()}]});
+        write_synced(&self.world.state.path().join("imgadm.conf"), config.to_string().as_bytes());
+        fsync_dir(self.world.state.path());
+        let mut cmd = self.world.command();
+        cmd.args(["import", "-P", &self.world.pool, BASE_UUID]).envs(env.iter().copied());
+        Run::from_output(cmd.output().expect("cannot run imgadm"))
+    }
+
     /// Every event in the journal, as `journal export` prints them.
     fn events(&self) -> Vec<String> {
         self.world.imgadm(&["journal", "export"]).ok().stdout.lines().map(str::to_string).collect()
@@ -215,13 +231,30 @@ struct Verb {
     image: &'static str,
 }
 
-/// Import joins this table when it lands.
-const VERBS: &[Verb] = &[Verb {
-    name: "install",
-    steps: &["validate", "lock", "verify", "recv", "final", "rename", "cache", "unlock"],
-    run: PoweredWorld::install,
-    image: BASE_UUID,
-}];
+const VERBS: &[Verb] = &[
+    Verb {
+        name: "install",
+        steps: &["validate", "lock", "verify", "recv", "final", "rename", "cache", "unlock"],
+        run: PoweredWorld::install,
+        image: BASE_UUID,
+    },
+    Verb {
+        name: "import",
+        steps: &["resolve", "ancestry", "lock", "fetch", "verify", "recv", "final", "rename", "cache", "unlock"],
+        run: PoweredWorld::import,
+        image: BASE_UUID,
+    },
+];
+
+/// An Images API serving the example base image, shared by every import.
+fn example_server() -> &'static TestImgapi {
+    static SERVER: OnceLock<TestImgapi> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let server = TestImgapi::start();
+        server.add_image(example_manifest(BASE_MANIFEST), read_example(BASE_FILE), FileCompression::Gzip);
+        server
+    })
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Recovery {

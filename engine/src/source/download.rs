@@ -72,7 +72,7 @@ pub struct FetchingReader {
     delivered: u64,
     failures: u32,
     last_checkpoint: Instant,
-    /// Half of the file, when a `fetch:during` failpoint is armed.
+    /// Where an armed `fetch:during` failpoint fires (bytes delivered).
     during_at: Option<u64>,
     finished: bool,
 }
@@ -100,7 +100,7 @@ impl FetchingReader {
         let refeed = File::open(&plan.partial)
             .map_err(|e| Error::io_path("cannot open download file", &plan.partial, e))?
             .take(written);
-        let during_at = failpoint::during_armed(FETCH).then(|| plan.expected_size.unwrap_or(0) / 2);
+        let during_at = failpoint::during_at(FETCH, plan.expected_size.unwrap_or(0));
         Ok(FetchingReader {
             plan,
             refeed,
@@ -199,7 +199,7 @@ impl FetchingReader {
 
     fn delivered(&mut self, n: usize) {
         self.delivered += n as u64;
-        if self.during_at.is_some_and(|half| self.delivered >= half) {
+        if self.during_at.is_some_and(|at| self.delivered >= at) {
             failpoint::check(FETCH, When::During);
         }
     }

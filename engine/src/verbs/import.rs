@@ -97,22 +97,23 @@ pub fn import(cx: &Context, args: &ImportArgs) -> Result<()> {
     let specs = source::effective(&cx.config, &args.sources, args.channel.as_deref())?;
     let clients = source::imgapi_clients(&cx.config, &specs)?;
     let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "import", &[uuid.to_string()])?;
-    match plan_and_lock(&mut op, cx, pool.as_ref(), uuid, &clients) {
+    let planned = resolve(&mut op, cx, pool.as_ref(), uuid, &clients)
+        .and_then(|resolved| plan_and_lock(&mut op, cx, pool.as_ref(), uuid, resolved, true));
+    match planned {
         Ok(Some((plan, locks))) => run(op, cx, pool.as_ref(), &plan, locks),
         Ok(None) => op.end(Outcome::Succeeded, None),
         Err(e) => Err(op.fail_and_roll_back(cx, e)),
     }
 }
 
-/// resolve, ancestry and lock. `None` when the image was imported by
-/// another process while this one waited for its lock.
-fn plan_and_lock(
+/// resolve: the first source with the image active, and its manifest.
+fn resolve(
     op: &mut Operation,
     cx: &Context,
     pool: &dyn Pool,
     uuid: ImageUuid,
     clients: &[ImgapiClient],
-) -> Result<Option<(ImportPlan, Vec<ImageLock>)>> {
+) -> Result<(ImgapiClient, Manifest)> {
     let image = uuid.to_string();
     let (client, top) = source::find_image(clients, uuid, true)?.ok_or_else(|| Error::ActiveImageNotFound(image.clone()))?;
     let channel = client.spec.channel.as_ref().map(|c| format!(", channel \"{c}\"")).unwrap_or_default();
@@ -121,11 +122,78 @@ fn plan_and_lock(
         RESOLVE,
         json!({"image": image, "pool": pool.name().as_str(), "source": client.spec.to_value(), "manifest": top.to_value()}),
     )?;
-    check_platform(&top)?;
+    Ok((client.clone(), top))
+}
 
+/// The source and manifest a `resolve` step recorded, for a resume.
+fn recorded_resolve(cx: &Context, resolved: &Value) -> Result<(ImgapiClient, Manifest)> {
+    let spec = SourceSpec::from_value(resolved.get("source").unwrap_or(&Value::Null))?;
+    let options = ClientOptions { user_agent_extra: cx.config.user_agent_extra().map(str::to_string) };
+    let manifest = Manifest::from_value(resolved.get("manifest").cloned().unwrap_or(Value::Null))?;
+    Ok((ImgapiClient::new(&spec, &options)?, manifest))
+}
+
+/// ancestry and lock, each taken from the journal when this operation did
+/// it before it was interrupted. `None` when the image was imported by
+/// another process while this one waited for its lock. `wait` says whether
+/// to wait for the image locks (a run) or refuse at once (`journal resume`).
+fn plan_and_lock(
+    op: &mut Operation,
+    cx: &Context,
+    pool: &dyn Pool,
+    uuid: ImageUuid,
+    (client, top): (ImgapiClient, Manifest),
+    wait: bool,
+) -> Result<Option<(ImportPlan, Vec<ImageLock>)>> {
+    let image = uuid.to_string();
+    check_platform(&top)?;
+    let mut plan = match op.step_state(ANCESTRY, Some(&image)) {
+        StepState::Done { begun, .. } => recorded_ancestry(client, &begun)?,
+        _ => {
+            let plan = gather_ancestry(cx, pool, uuid, client, top)?;
+            op.checked(ANCESTRY, ancestry_data(&image, &plan))?;
+            plan
+        }
+    };
+
+    let locks = if wait {
+        lock::lock_images(&cx.state, &plan.lock_wants()?, cx.reporter.as_ref())?
+    } else {
+        lock::try_lock_images(&cx.state, &plan.lock_wants()?)?
+    };
+    let locked_before = matches!(op.step_state(LOCK, Some(&image)), StepState::Done { .. });
+    let top_title = plan.chain.last().map(Manifest::title).unwrap_or_default();
+    if !locked_before && installed(pool, uuid)? {
+        op.checked(LOCK, json!({"image": image, "locks": lock_names(&locks), "installed_meanwhile": true}))?;
+        cx.info(&format!("Image {top_title} was imported while waiting on lock"));
+        return Ok(None);
+    }
+    // Unlike the real imgadm, the origins are re-checked too: another
+    // process may have imported one while we waited. A member this
+    // operation started on is finished by it.
+    let mut still_missing = Vec::new();
+    for manifest in std::mem::take(&mut plan.chain) {
+        let member = manifest.uuid()?;
+        let ours = op.step_state(FETCH, Some(&member.to_string())) != StepState::NotStarted;
+        if ours || !installed(pool, member)? {
+            still_missing.push(manifest);
+        } else {
+            cx.info(&format!("Image {} was imported while waiting on lock", manifest.title()));
+        }
+    }
+    plan.chain = still_missing;
+    if !locked_before {
+        op.checked(LOCK, json!({"image": image, "locks": lock_names(&locks), "chain": uuids(&plan.chain)}))?;
+    }
+    Ok(Some((plan, locks)))
+}
+
+/// The origins of `top` up to the first one installed on the pool, base
+/// first.
+fn gather_ancestry(cx: &Context, pool: &dyn Pool, uuid: ImageUuid, client: ImgapiClient, top: Manifest) -> Result<ImportPlan> {
     cx.info(&format!("Gather image {uuid} ancestry"));
-    let mut plan = ImportPlan { client: client.clone(), chain: vec![top], installed_ancestor: None };
-    let mut next = plan.chain[0].origin()?;
+    let mut next = top.origin()?;
+    let mut plan = ImportPlan { client, chain: vec![top], installed_ancestor: None };
     while let Some(origin) = next {
         if installed(pool, origin)? {
             cx.info(&format!("Image {origin} already installed"));
@@ -135,37 +203,29 @@ fn plan_and_lock(
         if plan.chain.iter().any(|m| m.uuid().ok() == Some(origin)) {
             return Err(Error::InvalidManifest(format!("image {origin} is its own ancestor")));
         }
-        let manifest = client.get_image(origin)?.ok_or_else(|| {
-            Error::ImageNotFound(format!("{origin}\" (origin of image {uuid}) on \"{}", client.url()))
+        let manifest = plan.client.get_image(origin)?.ok_or_else(|| {
+            Error::ImageNotFound(format!("{origin}\" (origin of image {uuid}) on \"{}", plan.client.url()))
         })?;
         check_platform(&manifest)?;
         next = manifest.origin()?;
         plan.chain.push(manifest);
     }
     plan.chain.reverse();
-    op.checked(ANCESTRY, ancestry_data(&image, &plan))?;
+    Ok(plan)
+}
 
-    let locks = lock::lock_images(&cx.state, &plan.lock_wants()?, cx.reporter.as_ref())?;
-    let top_title = plan.chain.last().map(Manifest::title).unwrap_or_default();
-    if installed(pool, uuid)? {
-        op.checked(LOCK, json!({"image": image, "locks": lock_names(&locks), "installed_meanwhile": true}))?;
-        cx.info(&format!("Image {top_title} was imported while waiting on lock"));
-        return Ok(None);
+/// The plan an `ancestry` step recorded, for a resume: no source is asked
+/// again.
+fn recorded_ancestry(client: ImgapiClient, ancestry: &Value) -> Result<ImportPlan> {
+    let mut chain = Vec::new();
+    for manifest in ancestry.get("manifests").and_then(Value::as_array).into_iter().flatten() {
+        chain.push(Manifest::from_value(manifest.clone())?);
     }
-    // Unlike the real imgadm, the origins are re-checked too: another
-    // process may have imported one while we waited.
-    let mut still_missing = Vec::new();
-    for manifest in std::mem::take(&mut plan.chain) {
-        let member = manifest.uuid()?;
-        if installed(pool, member)? {
-            cx.info(&format!("Image {} was imported while waiting on lock", manifest.title()));
-        } else {
-            still_missing.push(manifest);
-        }
-    }
-    plan.chain = still_missing;
-    op.checked(LOCK, json!({"image": image, "locks": lock_names(&locks), "chain": uuids(&plan.chain)}))?;
-    Ok(Some((plan, locks)))
+    let installed_ancestor = match ancestry.get("installed_ancestor").and_then(Value::as_str) {
+        Some(text) => Some(ImageUuid::parse(text)?),
+        None => None,
+    };
+    Ok(ImportPlan { client, chain, installed_ancestor })
 }
 
 fn uuids(chain: &[Manifest]) -> Vec<String> {
@@ -347,48 +407,27 @@ fn check_platform(manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// Continues an interrupted import. Before its `lock` step it had changed
-/// nothing: it is marked abandoned and `false` returned (a re-run then
-/// starts afresh). `wait` says whether to wait for the image locks (a
-/// re-run) or refuse at once (`journal resume`).
-fn continue_interrupted(cx: &Context, op: Operation, wait: bool) -> Result<bool> {
+/// Continues an interrupted import from its last step done. Before its
+/// `resolve` step it had changed nothing: it is marked abandoned and
+/// `false` returned (a re-run then starts afresh). `wait` says whether to
+/// wait for the image locks (a re-run) or refuse at once (`journal resume`):
+/// a refused resume leaves the operation interrupted.
+fn continue_interrupted(cx: &Context, mut op: Operation, wait: bool) -> Result<bool> {
     let top = recovery::op_image(&op).unwrap_or_default();
-    let begun = |step: &str| match op.step_state(step, Some(&top)) {
-        StepState::Done { begun, .. } => Some(begun),
-        _ => None,
-    };
-    let (Some(resolved), Some(ancestry), Some(_)) = (begun(RESOLVE), begun(ANCESTRY), begun(LOCK)) else {
+    let StepState::Done { begun: resolved, .. } = op.step_state(RESOLVE, Some(&top)) else {
         let id = op.id.clone();
         op.end(Outcome::Abandoned, None)?;
-        cx.info(&format!("Operation {id} had not locked its images: marked abandoned"));
+        cx.info(&format!("Operation {id} had not resolved its image: marked abandoned"));
         return Ok(false);
     };
-    let field = |data: &Value, key: &str| data.get(key).cloned().unwrap_or(Value::Null);
-    let pool = cx.open_pool(&PoolName::parse(field(&resolved, "pool").as_str().unwrap_or_default())?, false)?;
-    let spec = SourceSpec::from_value(&field(&resolved, "source"))?;
-    let options = ClientOptions { user_agent_extra: cx.config.user_agent_extra().map(str::to_string) };
-    let client = ImgapiClient::new(&spec, &options)?;
-    let mut chain = Vec::new();
-    for manifest in field(&ancestry, "manifests").as_array().into_iter().flatten() {
-        let manifest = Manifest::from_value(manifest.clone())?;
-        // A member this operation started on is finished by it; one another
-        // process imported meanwhile is in place.
-        let ours = op.step_state(FETCH, Some(&manifest.uuid()?.to_string())) != StepState::NotStarted;
-        if ours || !installed(pool.as_ref(), manifest.uuid()?)? {
-            chain.push(manifest);
-        }
+    let pool_name = resolved.get("pool").and_then(Value::as_str).unwrap_or_default();
+    let pool = cx.open_pool(&PoolName::parse(pool_name)?, false)?;
+    let uuid = ImageUuid::parse(&top)?;
+    let recorded = recorded_resolve(cx, &resolved)?;
+    match plan_and_lock(&mut op, cx, pool.as_ref(), uuid, recorded, wait)? {
+        Some((plan, locks)) => run(op, cx, pool.as_ref(), &plan, locks)?,
+        None => op.end(Outcome::Succeeded, None)?,
     }
-    let installed_ancestor = match field(&ancestry, "installed_ancestor").as_str() {
-        Some(text) => Some(ImageUuid::parse(text)?),
-        None => None,
-    };
-    let plan = ImportPlan { client, chain, installed_ancestor };
-    let locks = if wait {
-        lock::lock_images(&cx.state, &plan.lock_wants()?, cx.reporter.as_ref())?
-    } else {
-        lock::try_lock_images(&cx.state, &plan.lock_wants()?)?
-    };
-    run(op, cx, pool.as_ref(), &plan, locks)?;
     Ok(true)
 }
 

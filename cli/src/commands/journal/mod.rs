@@ -3,6 +3,7 @@
 mod export;
 mod list;
 mod rebuild;
+mod replay;
 mod resume;
 mod rollback;
 mod show;
@@ -36,6 +37,9 @@ pub enum Command {
     Rollback(rollback::Args),
     /// Rebuild the journal's projections from its events.
     Rebuild(rebuild::Args),
+    /// Rebuild the installed image set on another pool, origins first,
+    /// from the sources and files the journal recorded.
+    Replay(replay::Args),
 }
 
 pub fn run(command: Command, argv: Vec<String>) -> Result<()> {
@@ -48,6 +52,7 @@ pub fn run(command: Command, argv: Vec<String>) -> Result<()> {
         Command::Resume(args) => resume::run(&cx, args),
         Command::Rollback(args) => rollback::run(&cx, args),
         Command::Rebuild(args) => rebuild::run(&cx, args),
+        Command::Replay(args) => replay::run(&cx, args),
     }
 }
 
