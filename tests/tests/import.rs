@@ -21,6 +21,7 @@ on_both_pools!(
     resume_after_kill_without_range,
     wrong_sha1_fails_and_leaves_nothing,
     cut_connection_is_retried_then_leaves_the_partial,
+    a_file_changed_since_the_partial_restarts_from_zero_in_the_same_run,
     stalled_server_times_out_in_bounded_time,
     server_errors_are_retried_and_a_rerun_succeeds,
     concurrent_imports_download_each_image_once,
@@ -247,6 +248,33 @@ fn cut_connection_is_retried_then_leaves_the_partial(driver: Driver) {
     import(&w, BASE_UUID).ok();
     assert!(has(&w, BASE_UUID));
     assert!(downloads(&w).is_empty());
+}
+
+/// A partial download, then the file (and its manifest's sha1 and size)
+/// changes on the server: the next run finds the kept bytes wrong and
+/// downloads the whole file again, in the same run.
+fn a_file_changed_since_the_partial_restarts_from_zero_in_the_same_run(driver: Driver) {
+    let server = chain_server();
+    server.cut_file_at(1000);
+    let w = World::new(driver);
+    use_sources(&w, &[&server.url()]);
+    assert_eq!(import(&w, BASE_UUID).status, 1);
+    assert_eq!(downloads(&w), [format!("{BASE_UUID}.file.partial")]);
+
+    // The same stream, compressed anew: other bytes, another sha1 and size.
+    let recompressed = imgadm_tests::images::compress(&imgadm_tests::images::raw_stream(BASE_FILE), "gzip");
+    assert_ne!(recompressed, fixture_example(BASE_FILE));
+    server.clear_faults();
+    server.honour_range(true);
+    server.replace_file(&uuid(BASE_UUID), recompressed.clone());
+    let run = import(&w, BASE_UUID).ok();
+    assert!(run.stderr.contains("downloading it again from the start"), "{}", run.stderr);
+    assert!(has(&w, BASE_UUID));
+    assert!(downloads(&w).is_empty(), "downloads left: {:?}", downloads(&w));
+}
+
+fn fixture_example(name: &str) -> Vec<u8> {
+    imgadm_tests::images::read_example(name)
 }
 
 fn stalled_server_times_out_in_bounded_time(driver: Driver) {

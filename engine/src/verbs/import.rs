@@ -291,8 +291,21 @@ fn import_one(op: &mut Operation, cx: &Context, pool: &dyn Pool, client: &Imgapi
     let complete = cx.state.download_path(uuid);
     let partial = cx.state.download_partial_path(uuid);
     if !matches!(op.step_state(RECV, Some(&image)), StepState::Done { .. }) {
+        let resumed = std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0);
         let source = fetch(op, cx, client, manifest, uuid)?;
-        steps::verify_and_receive(op, cx, &plan, source, &complete)?;
+        match steps::verify_and_receive(op, cx, &plan, source, &complete) {
+            // The bytes kept from an earlier attempt do not make the file
+            // the manifest describes with the rest (the file changed on the
+            // server: its size, ETag or sha1; or the kept bytes are bad):
+            // start again from byte 0, once, in this same run.
+            Err(e) if resumed && !is_transfer_error(&e) => {
+                cx.warn(&format!("Image {uuid}: the partial download is of a file that changed ({e}); downloading it again from the start"));
+                fsutil::remove_durable(&partial)?;
+                let source = fetch(op, cx, client, manifest, uuid)?;
+                steps::verify_and_receive(op, cx, &plan, source, &complete)?;
+            }
+            other => other?,
+        }
     }
     if !matches!(op.step_state(FETCH, Some(&image)), StepState::Done { .. }) {
         // The verified file is in the dir pool now, or no longer needed.
