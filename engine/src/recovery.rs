@@ -75,6 +75,8 @@ pub fn resume(cx: &Context, id: &OpId) -> Result<()> {
         "create" => crate::verbs::create::resume(cx, op).map(|_| ()),
         "vacuum" => crate::verbs::vacuum::resume(cx, op),
         "import" => crate::verbs::import::resume(cx, op),
+        "publish" => crate::verbs::publish::resume(cx, op),
+        "update" => crate::verbs::update::resume(cx, op),
         verb => Err(Error::NotSupported(format!(
             "resuming a \"{verb}\" operation is not supported: roll it back with `imgadm journal rollback {id}`"
         ))),

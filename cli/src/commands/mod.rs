@@ -12,8 +12,10 @@ mod import;
 mod install;
 mod journal;
 mod list;
+mod publish;
 mod show;
 mod sources;
+mod update;
 mod vacuum;
 
 use std::sync::Arc;
@@ -52,6 +54,10 @@ pub enum Command {
     Delete(delete::Args),
     /// Create an image from a VM.
     Create(create::Args),
+    /// Publish an image from a local manifest and file to an Images API server.
+    Publish(publish::Args),
+    /// Refresh installed images' manifests from the sources and give them their @final.
+    Update(update::Args),
     /// Delete the images no VM and no other image uses.
     Vacuum(vacuum::Args),
     /// Every operation that touched an image (or all), from the journal.
@@ -100,6 +106,8 @@ pub fn run(command: Command, argv: Vec<String>) -> Result<()> {
         Command::Ancestry(args) => ancestry::run(context(argv, false)?, args),
         Command::Delete(args) => delete::run(context(argv, false)?, args),
         Command::Create(args) => create::run(context(argv, args.quiet)?, args),
+        Command::Publish(args) => publish::run(context(argv, args.quiet)?, args),
+        Command::Update(args) => update::run(context(argv, false)?, args),
         Command::Vacuum(args) => vacuum::run(context(argv, false)?, args),
         Command::History(args) => history::run(context(argv, false)?, args),
         Command::Journal(command) => journal::run(command, argv),
