@@ -218,11 +218,16 @@ fn update_cache(cx: &Context, op: Option<&mut Operation>, pool: &PoolName, uuid:
 /// `requirements` is compared field by field (`requirements.min_ram`).
 fn changed_fields(cached: &Manifest, server: &Manifest) -> Vec<String> {
     fn diff(prefix: &str, a: &Map<String, Value>, b: &Map<String, Value>, out: &mut Vec<String>) {
+        let none = Map::new();
         let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
         for key in keys {
             match (a.get(key), b.get(key)) {
-                (Some(Value::Object(x)), Some(Value::Object(y))) if prefix.is_empty() && key == "requirements" => {
-                    diff("requirements.", x, y, out)
+                // Descended into even when one side has none (all its fields are new).
+                (x @ (None | Some(Value::Object(_))), y @ (None | Some(Value::Object(_))))
+                    if prefix.is_empty() && key == "requirements" =>
+                {
+                    let fields = |v: Option<&Value>| v.and_then(Value::as_object).unwrap_or(&none).clone();
+                    diff("requirements.", &fields(x), &fields(y), out)
                 }
                 (x, y) if x != y => out.push(format!("{prefix}{key}")),
                 _ => {}
