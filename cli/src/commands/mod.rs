@@ -100,13 +100,13 @@ pub fn run(command: Command, argv: Vec<String>) -> Result<()> {
         Command::Avail(args) => avail::run(context(argv, false)?, args),
         Command::Show(args) => show::run(context(argv, false)?, args),
         Command::Import(args) => import::run(context(argv, args.quiet)?, args),
-        Command::Install(args) => install::run(context(argv, args.quiet)?, args),
+        Command::Install(args) => install::run(context(argv, args.files.quiet)?, args),
         Command::List(args) => list::run(context(argv, false)?, args),
         Command::Get(args) => get::run(context(argv, false)?, args),
         Command::Ancestry(args) => ancestry::run(context(argv, false)?, args),
         Command::Delete(args) => delete::run(context(argv, false)?, args),
         Command::Create(args) => create::run(context(argv, args.quiet)?, args),
-        Command::Publish(args) => publish::run(context(argv, args.quiet)?, args),
+        Command::Publish(args) => publish::run(context(argv, args.files.quiet)?, args),
         Command::Update(args) => update::run(context(argv, false)?, args),
         Command::Vacuum(args) => vacuum::run(context(argv, false)?, args),
         Command::History(args) => history::run(context(argv, false)?, args),
@@ -139,6 +139,30 @@ pub struct OutputArgs {
     /// Do not print the table header.
     #[arg(short = 'H')]
     pub no_header: bool,
+}
+
+/// `-q`, `-m MANIFEST` and `-f FILE`, as install and publish take them.
+#[derive(Debug, clap::Args)]
+pub struct ImageFileArgs {
+    /// Disable progress bars.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// The image's manifest file.
+    #[arg(short = 'm', value_name = "MANIFEST")]
+    manifest: Option<std::path::PathBuf>,
+    /// The image file (a ZFS send stream, compressed or not).
+    #[arg(short = 'f', value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
+}
+
+impl ImageFileArgs {
+    /// The manifest and file paths; both are required.
+    pub fn paths(self, verb: &str) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        match (self.manifest, self.file) {
+            (Some(manifest), Some(file)) => Ok((manifest, file)),
+            _ => Err(imgadm_engine::Error::Usage(format!("{verb} needs both -m MANIFEST and -f FILE"))),
+        }
+    }
 }
 
 /// `-P POOL`, parsed; `zones` when not given.
