@@ -83,6 +83,17 @@ pub fn resume(cx: &Context, id: &OpId) -> Result<()> {
     }
 }
 
+/// Takes over and finishes every interrupted `verb` operation with
+/// `resume`: a vacuum or update run again after a crash finishes what the
+/// interrupted one had planned before it plans anew.
+pub fn resume_every(cx: &Context, verb: &str, resume: fn(&Context, Operation) -> Result<()>) -> Result<()> {
+    for summary in interrupted(cx)?.into_iter().filter(|op| op.verb == verb) {
+        cx.info(&format!("Resuming interrupted {verb} {}", summary.id));
+        resume(cx, Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &summary.id, "resume")?)?;
+    }
+    Ok(())
+}
+
 /// The image an operation is about (the first it names).
 pub fn op_image(op: &Operation) -> Option<String> {
     op.images().first().cloned()

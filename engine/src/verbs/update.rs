@@ -47,6 +47,9 @@ struct Found {
 }
 
 pub fn update(cx: &Context, args: &UpdateArgs) -> Result<()> {
+    if !args.dry_run {
+        crate::recovery::resume_every(cx, "update", resume)?;
+    }
     let targets = targets(cx, args)?;
     if targets.is_empty() {
         return Ok(());
