@@ -70,6 +70,14 @@ fn create_publish_import_round_trip() {
     let dataset = format!("{}/{vm}", w.pool);
     z.create_mounted(&dataset, &[("etc/motd", b"published\n"), ("bin/tool", &[5u8; 4000])]);
     z.zfs(&["unmount", &dataset]);
+    // A server that cannot be reached: the publish fails, and the temp
+    // files create made for it are removed all the same.
+    let run = w
+        .imgadm(&["create", "-q", "-p", "http://127.0.0.1:1", &vm, "name=pub", "version=1.0.0", "type=zone-dataset", "os=smartos"])
+        .fails_with(1, "ClientError");
+    assert!(run.stdout.contains("Saving manifest to"), "{}", run.stdout);
+    assert!(std::fs::read_dir(w.state.path().join("tmp")).unwrap().next().is_none(), "temp files left after a failed publish");
+
     let url = server.url();
     let run = w
         .imgadm(&["create", "-q", "-c", "gzip", "-p", &url, &vm, "name=pub", "version=1.0.0", "type=zone-dataset", "os=smartos"])
