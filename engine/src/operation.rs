@@ -331,7 +331,19 @@ impl<'a> Operation<'a> {
     }
 
     /// `fail_and_roll_back`, but the steps named in `keep` stay as they are.
-    pub fn fail_and_roll_back_keeping(mut self, cx: &crate::context::Context, error: Error, keep: &[&str]) -> Error {
+    pub fn fail_and_roll_back_keeping(self, cx: &crate::context::Context, error: Error, keep: &[&str]) -> Error {
+        let (error, mut cleanup) = self.fail_and_roll_back_apart(cx, error, keep);
+        if cleanup.is_empty() {
+            error
+        } else {
+            cleanup.insert(0, error);
+            Error::Multi(cleanup)
+        }
+    }
+
+    /// `fail_and_roll_back_keeping`, with the failures of the cleanup kept
+    /// apart from the original error (publish reports them as warnings).
+    pub fn fail_and_roll_back_apart(mut self, cx: &crate::context::Context, error: Error, keep: &[&str]) -> (Error, Vec<Error>) {
         let (step, image) = self.current_step().unwrap_or_else(|| ("start".to_string(), None));
         let mut errors = vec![];
         if let Err(e) = self.failed(&step, image.as_deref(), &error) {
@@ -343,12 +355,7 @@ impl<'a> Operation<'a> {
         if let Err(e) = self.end(Outcome::Failed, Some(&error)) {
             errors.push(e);
         }
-        if errors.is_empty() {
-            error
-        } else {
-            errors.insert(0, error);
-            Error::Multi(errors)
-        }
+        (error, errors)
     }
 
     /// Steps begun or done and not yet undone, latest first: what a rollback

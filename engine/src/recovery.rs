@@ -75,10 +75,23 @@ pub fn resume(cx: &Context, id: &OpId) -> Result<()> {
         "create" => crate::verbs::create::resume(cx, op).map(|_| ()),
         "vacuum" => crate::verbs::vacuum::resume(cx, op),
         "import" => crate::verbs::import::resume(cx, op),
+        "publish" => crate::verbs::publish::resume(cx, op),
+        "update" => crate::verbs::update::resume(cx, op),
         verb => Err(Error::NotSupported(format!(
             "resuming a \"{verb}\" operation is not supported: roll it back with `imgadm journal rollback {id}`"
         ))),
     }
+}
+
+/// Takes over and finishes every interrupted `verb` operation with
+/// `resume`: a vacuum or update run again after a crash finishes what the
+/// interrupted one had planned before it plans anew.
+pub fn resume_every(cx: &Context, verb: &str, resume: fn(&Context, Operation) -> Result<()>) -> Result<()> {
+    for summary in interrupted(cx)?.into_iter().filter(|op| op.verb == verb) {
+        cx.info(&format!("Resuming interrupted {verb} {}", summary.id));
+        resume(cx, Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &summary.id, "resume")?)?;
+    }
+    Ok(())
 }
 
 /// The image an operation is about (the first it names).

@@ -19,6 +19,8 @@ use crate::pool::DriverKind;
 pub struct StateDir {
     root: PathBuf,
     downloads: PathBuf,
+    /// Where `create -p` writes the image it publishes.
+    temp: PathBuf,
     image_locks: PathBuf,
     /// The real tool's lock file names (`img.UUID.import.lock`) only where
     /// they are the real tool's files.
@@ -33,6 +35,7 @@ impl StateDir {
             None => StateDir {
                 root: PathBuf::from("/var/imgadm"),
                 downloads: PathBuf::from("/var/tmp/.imgadm-downloads"),
+                temp: PathBuf::from("/var/tmp"),
                 image_locks: PathBuf::from("/var/run"),
                 real_lock_names: true,
             },
@@ -43,6 +46,7 @@ impl StateDir {
     pub fn under(root: PathBuf) -> StateDir {
         StateDir {
             downloads: root.join("downloads"),
+            temp: root.join("tmp"),
             image_locks: root.join("locks"),
             real_lock_names: false,
             root,
@@ -71,6 +75,10 @@ impl StateDir {
 
     pub fn downloads_dir(&self) -> &Path {
         &self.downloads
+    }
+
+    pub fn temp_dir(&self) -> PathBuf {
+        self.temp.clone()
     }
 
     pub fn download_path(&self, uuid: ImageUuid) -> PathBuf {

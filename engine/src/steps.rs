@@ -33,6 +33,10 @@ pub const SEND: &str = "send";
 pub const COMPRESS: &str = "compress";
 pub const MANIFEST: &str = "manifest";
 pub const CLEANUP: &str = "cleanup";
+pub const IMPORT: &str = "import";
+pub const UPLOAD: &str = "upload";
+pub const ACTIVATE: &str = "activate";
+pub const LOOKUP: &str = "lookup";
 
 fn str_field<'v>(data: &'v Value, key: &str) -> Result<&'v str> {
     data.get(key)
@@ -237,21 +241,25 @@ pub fn undo_fetch(cx: &Context, begun: &Value) -> Result<()> {
 }
 
 /// Undoes one recorded step (rollback and failure cleanup). Steps without
-/// a durable effect of their own have nothing to undo. Returns the data of
-/// the "step undone" event.
-pub fn undo(cx: &Context, step: &str, state: &StepState) -> Result<Value> {
+/// a durable effect of their own have nothing to undo. A step name means
+/// the same in every verb except `import` (publish's is on the server) and
+/// `final` (update's renames a snapshot of an installed image). Returns
+/// the data of the "step undone" event.
+pub fn undo(cx: &Context, verb: &str, step: &str, state: &StepState) -> Result<Value> {
     let begun = match state {
         StepState::Begun { begun } | StepState::Done { begun, .. } => begun,
         _ => return Ok(Value::Null),
     };
     let image = begun.get("image").cloned().unwrap_or(Value::Null);
-    match step {
-        RECV => undo_recv(cx, begun)?,
-        RENAME => return undo_rename(cx, begun),
-        CACHE => undo_cache(cx, begun)?,
-        FETCH => undo_fetch(cx, begun)?,
-        SNAPSHOT => crate::verbs::create::undo_snapshot(begun)?,
-        COMPRESS | MANIFEST => crate::verbs::create::undo_output(begun, matches!(state, StepState::Done { .. }))?,
+    match (verb, step) {
+        ("publish", IMPORT) => crate::verbs::publish::undo_import(cx, begun, matches!(state, StepState::Done { .. }))?,
+        ("update", FINAL) => crate::verbs::update::undo_final(cx, begun)?,
+        (_, RECV) => undo_recv(cx, begun)?,
+        (_, RENAME) => return undo_rename(cx, begun),
+        (_, CACHE) => undo_cache(cx, begun)?,
+        (_, FETCH) => undo_fetch(cx, begun)?,
+        (_, SNAPSHOT) => crate::verbs::create::undo_snapshot(begun)?,
+        (_, COMPRESS | MANIFEST) => crate::verbs::create::undo_output(begun, matches!(state, StepState::Done { .. }))?,
         _ => {}
     }
     Ok(json!({"image": image}))
@@ -271,7 +279,7 @@ pub fn roll_back_keeping(op: &mut Operation, cx: &Context, keep: &[&str]) -> Res
         if keep.contains(&step.as_str()) {
             continue;
         }
-        let data = undo(cx, &step, &state)?;
+        let data = undo(cx, &op.verb, &step, &state)?;
         op.undone(&step, data)?;
     }
     Ok(())

@@ -150,6 +150,14 @@ impl World {
         Run::from_output(self.command().args(args).output().expect("cannot run imgadm"))
     }
 
+    /// Only these IMGAPI sources, written as the real imgadm writes its config.
+    pub fn use_sources(&self, urls: &[&str]) {
+        let sources: Vec<serde_json::Value> =
+            urls.iter().map(|u| serde_json::json!({"type": "imgapi", "url": u})).collect();
+        let text = serde_json::to_string_pretty(&serde_json::json!({"sources": sources})).expect("json");
+        std::fs::write(self.state.path().join("imgadm.conf"), text).expect("write config");
+    }
+
     /// `imgadm install -P POOL -m MANIFEST -f FILE`
     pub fn install(&self, manifest: &Path, file: &Path) -> Run {
         self.imgadm(&[

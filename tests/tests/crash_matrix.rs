@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use imgadm_engine::ids::{DatasetName, ImageUuid, PoolName};
@@ -25,7 +25,7 @@ use imgadm_journal::Journal;
 use imgadm_tests::harness::*;
 use imgadm_tests::images::*;
 use imgadm_tests::imgapi_server::{FileCompression, TestImgapi};
-use imgadm_tests::zfs::TestZpool;
+use imgadm_tests::zfs::{stream_guids, TestZpool};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use tempfile::TempDir;
@@ -42,6 +42,8 @@ const IMPORT_STEPS: &[&str] = &[
     "fetch", "verify", "recv", "final", "rename", "cache",
     "unlock",
 ];
+const UPDATE_CACHE_STEPS: &[&str] = &["lock", "lookup", "cache", "unlock"];
+const UPDATE_FINAL_STEPS: &[&str] = &["lock", "lookup", "cache", "final", "unlock"];
 /// The "VM" create makes an image of: a clone of the base image.
 const VM_UUID: &str = "0c4f1d2e-3a5b-4c6d-8e7f-9a0b1c2d3e4f";
 
@@ -129,7 +131,57 @@ fn scenarios() -> Vec<Scenario> {
             rollback_finishes: &[],
             zfs_only: true,
         },
+        Scenario {
+            name: "update cache",
+            setup: |w, i| installed_without_cache(w, i),
+            argv: |w, _| strings(&["update", "-P", &w.pool]),
+            steps: UPDATE_CACHE_STEPS,
+            during: &[],
+            rollback_finishes: &[],
+            zfs_only: false,
+        },
+        Scenario {
+            name: "update final",
+            setup: |w, i| {
+                installed_without_cache(w, i);
+                // As a plain `zfs recv` leaves it: its snapshot not `@final`.
+                let dataset = format!("{}/{}", w.pool, i.base.uuid);
+                let zpool = w.zpool().expect("renaming a snapshot needs zfs");
+                zpool.zfs(&["rename", &format!("{dataset}@final"), &format!("{dataset}@orig")]);
+            },
+            argv: |w, _| strings(&["update", "-P", &w.pool]),
+            steps: UPDATE_FINAL_STEPS,
+            during: &[],
+            rollback_finishes: &[],
+            zfs_only: true,
+        },
     ]
+}
+
+/// The base installed, its manifest cache gone, and the update source
+/// configured: what `update` has to repair.
+fn installed_without_cache(w: &World, i: &Images) {
+    install(w, &i.base);
+    std::fs::remove_file(w.state.path().join("images").join(format!("{}-{}.json", w.pool, i.base.uuid)))
+        .expect("remove the manifest cache");
+    w.use_sources(&[&update_source(i).url()]);
+}
+
+/// The Images API the update scenarios look the base up in, serving its
+/// manifest with its `dataset_guid`; one for the whole matrix.
+fn update_source(images: &Images) -> &'static TestImgapi {
+    static SERVER: OnceLock<TestImgapi> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let file = std::fs::read(&images.base.file).expect("read the base image file");
+        let mut stream = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(file.as_slice()), &mut stream).expect("gunzip");
+        let mut manifest: Value =
+            serde_json::from_slice(&std::fs::read(&images.base.manifest).expect("read manifest")).expect("manifest");
+        manifest["files"][0]["dataset_guid"] = json!(stream_guids(&stream).0.to_string());
+        let server = TestImgapi::start();
+        server.add_image(manifest, file, FileCompression::Gzip);
+        server
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

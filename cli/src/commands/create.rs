@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use imgadm_engine::context::Context;
 use imgadm_engine::ids::ImageUuid;
 use imgadm_engine::verbs::create::{self, CreateArgs, ManifestInput};
+use imgadm_engine::verbs::publish;
 use imgadm_engine::{Error, Result};
 
 #[derive(Debug, clap::Args)]
@@ -62,17 +63,23 @@ pub fn run(cx: Context, args: Args) -> Result<()> {
         }
     };
     let fields = create::user_fields(manifest_bytes.as_ref().map(|(input, bytes)| (*input, bytes.as_slice())), &args.fields)?;
-    if args.publish.is_some() {
-        return Err(Error::NotSupported("create -p (publish) is not available in this build yet".to_string()));
-    }
+    // With -p the image goes to a temp prefix, published, then removed.
+    let output_template = match &args.publish {
+        Some(_) => Some(publish::create_temp_prefix(&cx)?),
+        None => args.output_template,
+    };
     let create_args = CreateArgs {
         vm,
         fields,
-        output_template: args.output_template,
+        output_template,
         compression,
         incremental: args.incremental,
         max_origin_depth,
         prepare_script: args.prepare_script,
     };
-    create::create(&cx, &create_args).map(|_| ())
+    let created = create::create(&cx, &create_args)?;
+    match &args.publish {
+        Some(url) => publish::publish_created(&cx, &created, url),
+        None => Ok(()),
+    }
 }

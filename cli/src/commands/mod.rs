@@ -12,8 +12,10 @@ mod import;
 mod install;
 mod journal;
 mod list;
+mod publish;
 mod show;
 mod sources;
+mod update;
 mod vacuum;
 
 use std::sync::Arc;
@@ -52,6 +54,10 @@ pub enum Command {
     Delete(delete::Args),
     /// Create an image from a VM.
     Create(create::Args),
+    /// Publish an image from a local manifest and file to an Images API server.
+    Publish(publish::Args),
+    /// Refresh installed images' manifests from the sources and give them their @final.
+    Update(update::Args),
     /// Delete the images no VM and no other image uses.
     Vacuum(vacuum::Args),
     /// Every operation that touched an image (or all), from the journal.
@@ -94,12 +100,14 @@ pub fn run(command: Command, argv: Vec<String>) -> Result<()> {
         Command::Avail(args) => avail::run(context(argv, false)?, args),
         Command::Show(args) => show::run(context(argv, false)?, args),
         Command::Import(args) => import::run(context(argv, args.quiet)?, args),
-        Command::Install(args) => install::run(context(argv, args.quiet)?, args),
+        Command::Install(args) => install::run(context(argv, args.files.quiet)?, args),
         Command::List(args) => list::run(context(argv, false)?, args),
         Command::Get(args) => get::run(context(argv, false)?, args),
         Command::Ancestry(args) => ancestry::run(context(argv, false)?, args),
         Command::Delete(args) => delete::run(context(argv, false)?, args),
         Command::Create(args) => create::run(context(argv, args.quiet)?, args),
+        Command::Publish(args) => publish::run(context(argv, args.files.quiet)?, args),
+        Command::Update(args) => update::run(context(argv, false)?, args),
         Command::Vacuum(args) => vacuum::run(context(argv, false)?, args),
         Command::History(args) => history::run(context(argv, false)?, args),
         Command::Journal(command) => journal::run(command, argv),
@@ -131,6 +139,30 @@ pub struct OutputArgs {
     /// Do not print the table header.
     #[arg(short = 'H')]
     pub no_header: bool,
+}
+
+/// `-q`, `-m MANIFEST` and `-f FILE`, as install and publish take them.
+#[derive(Debug, clap::Args)]
+pub struct ImageFileArgs {
+    /// Disable progress bars.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// The image's manifest file.
+    #[arg(short = 'm', value_name = "MANIFEST")]
+    manifest: Option<std::path::PathBuf>,
+    /// The image file (a ZFS send stream, compressed or not).
+    #[arg(short = 'f', value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
+}
+
+impl ImageFileArgs {
+    /// The manifest and file paths; both are required.
+    pub fn paths(self, verb: &str) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+        match (self.manifest, self.file) {
+            (Some(manifest), Some(file)) => Ok((manifest, file)),
+            _ => Err(imgadm_engine::Error::Usage(format!("{verb} needs both -m MANIFEST and -f FILE"))),
+        }
+    }
 }
 
 /// `-P POOL`, parsed; `zones` when not given.

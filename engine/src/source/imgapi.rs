@@ -1,5 +1,7 @@
 //! The IMGAPI client: ping, ListImages (paged), GetImage and a streaming
-//! GetImageFile with Range, over reqwest (rustls).
+//! GetImageFile with Range, over reqwest (rustls); and for `publish`
+//! AdminImportImage, a streaming AddImageFile, ActivateImage and
+//! DeleteImage.
 //!
 //! Engine verbs are synchronous, so the client drives its requests on one
 //! process-wide tokio runtime (`block_on` from the calling thread) and hands
@@ -124,12 +126,12 @@ impl ImgapiClient {
         &self.spec.url
     }
 
-    fn request(&self, path: &str, query: &[(&str, String)]) -> reqwest::RequestBuilder {
+    fn request(&self, method: reqwest::Method, path: &str, query: &[(&str, String)]) -> reqwest::RequestBuilder {
         let mut params: Vec<(&str, String)> = query.to_vec();
         if let Some(channel) = &self.channel {
             params.push(("channel", channel.clone()));
         }
-        self.http.get(format!("{}{path}", self.base)).query(&params)
+        self.http.request(method, format!("{}{path}", self.base)).query(&params)
     }
 
     fn transport_error(&self, e: impl std::fmt::Display) -> Error {
@@ -139,9 +141,20 @@ impl ImgapiClient {
     /// Sends a request; a non-2xx answer becomes `Error::Api` with the
     /// server's code.
     fn send(&self, request: reqwest::RequestBuilder) -> Result<Response> {
+        self.send_within(request, Some(CONNECT_TIMEOUT + read_timeout()))
+    }
+
+    /// `send`, waiting at most `limit` for the answer (`None`: an upload,
+    /// whose answer comes only once the whole file is sent).
+    fn send_within(&self, request: reqwest::RequestBuilder, limit: Option<Duration>) -> Result<Response> {
         let rt = runtime()?;
         let response = rt
-            .block_on(async { tokio::time::timeout(CONNECT_TIMEOUT + read_timeout(), request.send()).await })
+            .block_on(async {
+                match limit {
+                    Some(limit) => tokio::time::timeout(limit, request.send()).await,
+                    None => Ok(request.send().await),
+                }
+            })
             .map_err(|_| self.transport_error("timed out waiting for the server's answer"))?
             .map_err(|e| self.transport_error(describe_reqwest(&e)))?;
         if response.status().is_success() {
@@ -183,7 +196,10 @@ impl ImgapiClient {
     }
 
     fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
-        let response = self.send(self.request(path, query).header("accept", "application/json"))?;
+        self.json_answer(self.send(self.request(reqwest::Method::GET, path, query).header("accept", "application/json"))?)
+    }
+
+    fn json_answer(&self, response: Response) -> Result<Value> {
         let status = response.status();
         let body = self.read_body(response)?;
         serde_json::from_slice(&body).map_err(|_| {
@@ -248,7 +264,7 @@ impl ImgapiClient {
     /// `GET /images/UUID/file`, from `offset` with a Range request when
     /// `offset > 0`. The body is read as it arrives.
     pub fn get_file(&self, uuid: ImageUuid, offset: u64) -> Result<FileResponse> {
-        let mut request = self.request(&format!("/images/{uuid}/file"), &[]);
+        let mut request = self.request(reqwest::Method::GET, &format!("/images/{uuid}/file"), &[]);
         if offset > 0 {
             request = request.header("range", format!("bytes={offset}-"));
         }
@@ -261,6 +277,85 @@ impl ImgapiClient {
             body: BodyReader { response, pending: bytes::Bytes::new(), url: self.spec.url.clone() },
         })
     }
+
+    /// `POST /images/UUID?action=import` (AdminImportImage) with the
+    /// manifest: the image exists on the server from here, unactivated and
+    /// without a file.
+    pub fn admin_import(&self, manifest: &Manifest) -> Result<Manifest> {
+        let uuid = manifest.uuid()?;
+        let request = self
+            .request(reqwest::Method::POST, &format!("/images/{uuid}"), &[("action", "import".to_string())])
+            .header("accept", "application/json")
+            .json(&manifest.to_value());
+        Manifest::from_value(self.json_answer(self.send(request)?)?)
+    }
+
+    /// `PUT /images/UUID/file?compression=&sha1=[&dataset_guid=]`
+    /// (AddImageFile): the file is streamed from disk, never held in
+    /// memory; `on_bytes` hears of every chunk as it goes out. Returns the
+    /// manifest the server answers with (its `files[0]` as it computed it).
+    pub fn add_file(
+        &self,
+        upload: &FileUpload,
+        mut on_bytes: impl FnMut(u64) + Send + 'static,
+    ) -> Result<Manifest> {
+        let file = std::fs::File::open(&upload.path)
+            .map_err(|e| Error::io_path("cannot open image file", &upload.path, e))?;
+        let file = tokio::fs::File::from_std(file);
+        let chunks = futures_util::stream::try_unfold(file, |mut file| async move {
+            let mut chunk = vec![0u8; UPLOAD_CHUNK_BYTES];
+            let n = tokio::io::AsyncReadExt::read(&mut file, &mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            chunk.truncate(n);
+            Ok::<_, std::io::Error>(Some((bytes::Bytes::from(chunk), file)))
+        });
+        let chunks = futures_util::StreamExt::inspect(chunks, move |chunk| {
+            if let Ok(chunk) = chunk {
+                on_bytes(chunk.len() as u64);
+            }
+        });
+        let mut query = vec![("compression", upload.compression.clone()), ("sha1", upload.sha1.clone())];
+        if let Some(guid) = &upload.dataset_guid {
+            query.push(("dataset_guid", guid.clone()));
+        }
+        let request = self
+            .request(reqwest::Method::PUT, &format!("/images/{}/file", upload.uuid), &query)
+            .header("accept", "application/json")
+            .header("content-type", "application/octet-stream")
+            .header("content-length", upload.size)
+            .body(reqwest::Body::wrap_stream(chunks));
+        Manifest::from_value(self.json_answer(self.send_within(request, None)?)?)
+    }
+
+    /// `POST /images/UUID?action=activate` (ActivateImage).
+    pub fn activate(&self, uuid: ImageUuid) -> Result<Manifest> {
+        let request = self
+            .request(reqwest::Method::POST, &format!("/images/{uuid}"), &[("action", "activate".to_string())])
+            .header("accept", "application/json");
+        Manifest::from_value(self.json_answer(self.send(request)?)?)
+    }
+
+    /// `DELETE /images/UUID` (DeleteImage).
+    pub fn delete_image(&self, uuid: ImageUuid) -> Result<()> {
+        self.send(self.request(reqwest::Method::DELETE, &format!("/images/{uuid}"), &[]))?;
+        Ok(())
+    }
+}
+
+/// How much of an uploaded file is read per chunk.
+const UPLOAD_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What AddImageFile sends: the file and what the manifest says of it.
+#[derive(Clone, Debug)]
+pub struct FileUpload {
+    pub uuid: ImageUuid,
+    pub path: std::path::PathBuf,
+    pub size: u64,
+    pub sha1: String,
+    pub compression: String,
+    pub dataset_guid: Option<String>,
 }
 
 fn uuid_of(manifest: &Value) -> Option<&str> {

@@ -189,7 +189,7 @@ pub fn effective(config: &Config, only: &[String], channel: Option<&str>) -> Res
 /// dsapi sources are passed over (this imgadm does not speak them); if
 /// nothing is left, that is `NotSupported`.
 pub fn imgapi_clients(config: &Config, specs: &[SourceSpec]) -> Result<Vec<ImgapiClient>> {
-    let options = ClientOptions { user_agent_extra: config.user_agent_extra().map(str::to_string) };
+    let options = client_options(config);
     let mut clients = Vec::new();
     for spec in specs {
         if spec.kind == SourceType::Imgapi {
@@ -205,6 +205,16 @@ pub fn imgapi_clients(config: &Config, specs: &[SourceSpec]) -> Result<Vec<Imgap
         )));
     }
     Ok(clients)
+}
+
+fn client_options(config: &Config) -> ClientOptions {
+    ClientOptions { user_agent_extra: config.user_agent_extra().map(str::to_string) }
+}
+
+/// A client for an IMGAPI server named on the command line (publish's),
+/// not one of the sources.
+pub fn client_for_url(config: &Config, url: &str) -> Result<ImgapiClient> {
+    ImgapiClient::new(&SourceSpec::imgapi(url), &client_options(config))
 }
 
 /// The first source (in order) that has image `uuid` (active, when

@@ -149,9 +149,5 @@ pub fn destroy_happened(cx: &Context, op: &Operation) -> Result<bool> {
 /// Takes over and finishes every interrupted vacuum, so a vacuum run again
 /// after a crash finishes the plan it had made before planning anew.
 pub fn resume_interrupted(cx: &Context) -> Result<()> {
-    for summary in recovery::interrupted(cx)?.into_iter().filter(|op| op.verb == "vacuum") {
-        cx.info(&format!("Resuming interrupted vacuum {}", summary.id));
-        resume(cx, Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &summary.id, "resume")?)?;
-    }
-    Ok(())
+    recovery::resume_every(cx, "vacuum", resume)
 }
