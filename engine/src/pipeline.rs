@@ -56,8 +56,6 @@ struct VerifyingReader<R> {
     uuid: String,
     result: Arc<Mutex<Verified>>,
     progress: Box<dyn Progress>,
-    /// The step whose `during` failpoint fires, and after how many bytes.
-    during: Option<(&'static str, u64)>,
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
@@ -69,11 +67,6 @@ impl<R: Read> Read for VerifyingReader<R> {
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
         self.progress.advance(n as u64);
-        if let Some((step, at)) = self.during {
-            if self.bytes >= at {
-                failpoint::check(step, When::During);
-            }
-        }
         if let Some(expected) = self.expected_size {
             if self.bytes > expected {
                 return Err(io::Error::other(self.size_error()));
@@ -118,6 +111,26 @@ impl<R> VerifyingReader<R> {
     }
 }
 
+/// Counts the stream bytes the receive has taken, for `recv:during`: it
+/// fires on this side of the read-ahead threads, once the receive itself
+/// has begun and moved the bytes.
+struct ReceiveCounter<R> {
+    inner: R,
+    passed: u64,
+    during_at: Option<u64>,
+}
+
+impl<R: Read> Read for ReceiveCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.passed += n as u64;
+        if self.during_at.is_some_and(|at| self.passed >= at) {
+            failpoint::check(RECV, When::During);
+        }
+        Ok(n)
+    }
+}
+
 /// Runs the pass for one image into `target`. "recv" begun is recorded by
 /// the pool's `started` callback, after the BEGIN record is decoded and
 /// before any byte is received. On failure whatever the receive left is
@@ -157,7 +170,6 @@ pub fn run(
         uuid: plan.uuid.to_string(),
         result: result.clone(),
         progress: cx.reporter.progress(&title, files0.size),
-        during: failpoint::during_at(RECV, files0.size.unwrap_or(0)).map(|at| (RECV, at)),
     };
     // Reading and hashing the file, decompressing it, and receiving the
     // stream each run on their own thread (the receive on this one).
@@ -188,7 +200,13 @@ pub fn run(
         }
         _ => {}
     }
-    let mut stream = Cursor::new(header.to_vec()).chain(decoded);
+    let mut stream = ReceiveCounter {
+        inner: Cursor::new(header.to_vec()).chain(decoded),
+        passed: 0,
+        // Half of the file's size in stream bytes: mid-stream whatever the
+        // compression (a stream is never smaller than its compressed file).
+        during_at: failpoint::during_at(RECV, files0.size.unwrap_or(0)),
+    };
     let mut recv_recorded = false;
     let received = plan.pool.receive(target, plan.origin.as_ref(), &mut stream, &mut |pid| {
         recv_recorded = true;

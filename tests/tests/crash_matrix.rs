@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use imgadm_engine::ids::{DatasetName, ImageUuid, PoolName};
@@ -158,30 +158,13 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// The base installed, its manifest cache gone, and the update source
-/// configured: what `update` has to repair.
+/// The base installed, its manifest cache gone, and the matrix's Images
+/// API as the source: what `update` has to repair.
 fn installed_without_cache(w: &World, i: &Images) {
     install(w, &i.base);
     std::fs::remove_file(w.state.path().join("images").join(format!("{}-{}.json", w.pool, i.base.uuid)))
         .expect("remove the manifest cache");
-    w.use_sources(&[&update_source(i).url()]);
-}
-
-/// The Images API the update scenarios look the base up in, serving its
-/// manifest with its `dataset_guid`; one for the whole matrix.
-fn update_source(images: &Images) -> &'static TestImgapi {
-    static SERVER: OnceLock<TestImgapi> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let file = std::fs::read(&images.base.file).expect("read the base image file");
-        let mut stream = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(file.as_slice()), &mut stream).expect("gunzip");
-        let mut manifest: Value =
-            serde_json::from_slice(&std::fs::read(&images.base.manifest).expect("read manifest")).expect("manifest");
-        manifest["files"][0]["dataset_guid"] = json!(stream_guids(&stream).0.to_string());
-        let server = TestImgapi::start();
-        server.add_image(manifest, file, FileCompression::Gzip);
-        server
-    })
+    w.use_sources(&[&i.server.url()]);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -546,9 +529,12 @@ impl Images {
         let child_stream = zpool.make_stream(&[("more", &noise(b"child", 200 << 10))], Some(&base_dataset));
         zpool.zfs(&["destroy", "-r", &base_dataset.to_string()]);
         let child = write_image(dir.path(), CHILD_MANIFEST, "child", &child_stream);
+        // One Images API per matrix: import fetches both images from it,
+        // update looks the base up in it (by its `dataset_guid`).
         let server = TestImgapi::start();
-        for image in [&base, &child] {
-            let manifest: Value = serde_json::from_slice(&read(&image.manifest)).expect("manifest JSON");
+        for (image, stream) in [(&base, &base_stream), (&child, &child_stream)] {
+            let mut manifest: Value = serde_json::from_slice(&read(&image.manifest)).expect("manifest JSON");
+            manifest["files"][0]["dataset_guid"] = json!(stream_guids(stream).0.to_string());
             server.add_image(manifest, read(&image.file), FileCompression::Gzip);
         }
         Images { _dir: dir, base, child, server }
