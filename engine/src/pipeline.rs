@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::failpoint::{self, When};
 use crate::ids::DatasetName;
 use crate::operation::Operation;
-use crate::pool::Received;
+use crate::pool::{DriverKind, Received};
 use crate::readahead::ReadAhead;
 use crate::report::Progress;
 use crate::steps::{self, ReceivePlan, RECV};
@@ -200,8 +200,16 @@ pub fn run(
         }
         _ => {}
     }
+    // zfs gets a stream whose every record was checked first: corrupt or
+    // misdirected records never reach the pool (zfs-fuse's daemon has been
+    // seen to hang on the garbage a corrupt gzip decodes to). The dir pool's
+    // receive validates the stream itself.
+    let checked: Box<dyn Read + Send> = match plan.pool.driver() {
+        DriverKind::Zfs => Box::new(zstream::ValidatingReader::with_begin(header, decoded, plan.origin_guid)?),
+        DriverKind::Dir => Box::new(Cursor::new(header.to_vec()).chain(decoded)),
+    };
     let mut stream = ReceiveCounter {
-        inner: Cursor::new(header.to_vec()).chain(decoded),
+        inner: checked,
         passed: 0,
         // Half of the file's size in stream bytes: mid-stream whatever the
         // compression (a stream is never smaller than its compressed file).
