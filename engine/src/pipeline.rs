@@ -170,9 +170,8 @@ pub fn run(
         result: result.clone(),
         progress: cx.reporter.progress(&title, files0.size),
     };
-    // One thread for now: the read-ahead threads of engine/src/readahead.rs
-    // are kept out until a zfs-fuse hang on a cut stream they exposed is
-    // understood (docs/performance.md).
+    // One thread: a read-ahead version exposed a zfs-fuse hang on a cut
+    // stream (docs/performance.md).
     let mut decoded = compression::decoder(compression, Box::new(verifier));
 
     let mut header = [0u8; zstream::RECORD_LEN];
