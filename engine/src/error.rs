@@ -2,8 +2,6 @@
 //! (what `-E` prints as `err.code` and what the real imgadm calls it), an exit
 //! status, and a message that says what to do about it.
 
-use std::path::PathBuf;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +92,15 @@ pub enum Error {
     #[error("vm \"{vm}\" has a dataset on more than one zpool ({}): imgadm cannot tell which is the vm; rename or destroy the others", .datasets.join(", "))]
     VmOnSeveralPools { vm: String, datasets: Vec<String> },
 
+    #[error("vm \"{0}\" is not stopped: stop it first (vmadm stop {0}), or let create prepare it with -s")]
+    VmNotStopped(String),
+
+    #[error("prepare-image script error while preparing VM {vm}: {detail}")]
+    PrepareImage { vm: String, detail: String },
+
+    #[error("prepare-image script did not run on VM {0} boot: check that the VM boots and runs its operator-script")]
+    PrepareImageDidNotRun(String),
+
     #[error("cannot create an incremental image: vm \"{0}\" has no origin")]
     VmHasNoOrigin(String),
 
@@ -162,6 +169,9 @@ impl Error {
             Error::VmNotFound(_) => "VmNotFound",
             Error::VmOnSeveralPools { .. } => "VmOnSeveralPools",
             Error::VmHasNoOrigin(_) => "VmHasNoOrigin",
+            Error::VmNotStopped(_) => "VmNotStopped",
+            Error::PrepareImage { .. } => "PrepareImageError",
+            Error::PrepareImageDidNotRun(_) => "PrepareImageDidNotRun",
             Error::OriginHasNoFinalSnapshot(_) => "OriginHasNoFinalSnapshot",
             Error::Journal(_) => "JournalError",
             Error::OperationBusy { .. } => "OperationBusy",
@@ -226,6 +236,6 @@ impl From<imgadm_journal::JournalError> for Error {
 }
 
 /// A path that was named on the command line but does not exist.
-pub fn missing_path(what: &str, path: &PathBuf) -> Error {
+pub fn missing_path(what: &str, path: &std::path::Path) -> Error {
     Error::Usage(format!("{what} path does not exist: \"{}\"", path.display()))
 }

@@ -10,7 +10,8 @@
 //! `during` failpoint of a step with a known size fires: once that fraction
 //! of its bytes have moved (0 < F <= 1, default 0.5), so a test can
 //! interrupt a download at 90%. The steps whose size is not known in
-//! advance (`send`, `compress`) fire after their first bytes whatever F is.
+//! advance (`send`, `compress`) fire after their first bytes whatever F is;
+//! `prepare` fires once the VM has been booted with the script.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};

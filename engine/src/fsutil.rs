@@ -187,6 +187,15 @@ fn process_is_alive(pid: u32) -> bool {
     }
 }
 
+/// The executable `name` in a directory of PATH, as a shell would find it.
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|file| file.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0))
+}
+
 /// Reads a whole file, `None` when it does not exist.
 pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>> {
     let mut file = match File::open(path) {

@@ -116,21 +116,32 @@ impl From<PoolName> for String {
     }
 }
 
-/// `POOL/UUID` or its temporary receive name `POOL/UUID-partial`.
+/// `POOL/UUID` or its temporary receive name `POOL/UUID-partial`; for a
+/// VM, also one of its disks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DatasetName {
     pub pool: PoolName,
     pub uuid: ImageUuid,
     pub partial: bool,
+    pub disk: Option<VmDisk>,
+}
+
+/// A disk dataset of a hardware VM, named after the VM as SmartOS names
+/// it: KVM beside the zone dataset (`POOL/UUID-diskN`), bhyve inside it
+/// (`POOL/UUID/diskN`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VmDisk {
+    Beside(u32),
+    Inside(u32),
 }
 
 impl DatasetName {
     pub fn image(pool: &PoolName, uuid: ImageUuid) -> DatasetName {
-        DatasetName { pool: pool.clone(), uuid, partial: false }
+        DatasetName { pool: pool.clone(), uuid, partial: false, disk: None }
     }
 
     pub fn partial(pool: &PoolName, uuid: ImageUuid) -> DatasetName {
-        DatasetName { pool: pool.clone(), uuid, partial: true }
+        DatasetName { pool: pool.clone(), uuid, partial: true, disk: None }
     }
 
     /// Parses `POOL/UUID` or `POOL/UUID-partial` (as recorded in the journal).
@@ -142,7 +153,34 @@ impl DatasetName {
             Some(u) => (u, true),
             None => (rest, false),
         };
-        Ok(DatasetName { pool: PoolName::parse(pool)?, uuid: ImageUuid::parse(uuid)?, partial })
+        Ok(DatasetName { pool: PoolName::parse(pool)?, uuid: ImageUuid::parse(uuid)?, partial, disk: None })
+    }
+
+    /// Parses a VM's dataset as vmadm names it: `POOL/UUID`,
+    /// `POOL/UUID-diskN` or `POOL/UUID/diskN`. Anything else (a path, a
+    /// name vmadm would not give) is refused, so a dataset name handed to
+    /// zfs is always built from a parsed uuid.
+    pub fn parse_vm(text: &str) -> Result<DatasetName, Error> {
+        let refuse = || Error::internal(format!("not a VM dataset name: \"{text}\""));
+        let (pool, rest) = text.split_once('/').ok_or_else(refuse)?;
+        let (uuid, disk) = match rest.split_at_checked(36) {
+            Some((uuid, "")) => (uuid, None),
+            Some((uuid, suffix)) => {
+                let (index, make): (&str, fn(u32) -> VmDisk) = if let Some(n) = suffix.strip_prefix("-disk") {
+                    (n, VmDisk::Beside)
+                } else if let Some(n) = suffix.strip_prefix("/disk") {
+                    (n, VmDisk::Inside)
+                } else {
+                    return Err(refuse());
+                };
+                if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(refuse());
+                }
+                (uuid, Some(make(index.parse().map_err(|_| refuse())?)))
+            }
+            None => return Err(refuse()),
+        };
+        Ok(DatasetName { pool: PoolName::parse(pool)?, uuid: ImageUuid::parse(uuid)?, partial: false, disk })
     }
 
     pub fn snapshot(&self, snap: &SnapName) -> String {
@@ -152,7 +190,12 @@ impl DatasetName {
 
 impl fmt::Display for DatasetName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}{}", self.pool, self.uuid, if self.partial { "-partial" } else { "" })
+        write!(f, "{}/{}{}", self.pool, self.uuid, if self.partial { "-partial" } else { "" })?;
+        match self.disk {
+            None => Ok(()),
+            Some(VmDisk::Beside(n)) => write!(f, "-disk{n}"),
+            Some(VmDisk::Inside(n)) => write!(f, "/disk{n}"),
+        }
     }
 }
 
@@ -233,5 +276,18 @@ mod tests {
         assert!(PoolName::parse("a/b").is_err());
         assert!(PoolName::parse("1abc").is_err());
         assert!(PoolName::parse("tank2").is_ok());
+    }
+
+    #[test]
+    fn vm_dataset_names_are_the_zone_or_its_disks() {
+        let zone = "zones/5b1e0c3e-6f43-4c1a-9d5e-3a0f2b7c8d01";
+        for text in [zone.to_string(), format!("{zone}-disk0"), format!("{zone}/disk12")] {
+            assert_eq!(DatasetName::parse_vm(&text).unwrap().to_string(), text);
+        }
+        assert!(DatasetName::parse(&format!("{zone}-disk0")).is_err(), "an image name is never a disk");
+        for bad in ["-disk", "-disk1/x", "/disk", "/../x", "-partial", "-disk-1", "/disk1@snap", "x"] {
+            assert!(DatasetName::parse_vm(&format!("{zone}{bad}")).is_err(), "{bad}");
+        }
+        assert!(DatasetName::parse_vm("zones/../etc").is_err());
     }
 }

@@ -46,6 +46,7 @@ pub mod source;
 pub mod state;
 pub mod steps;
 pub mod verbs;
+pub mod vmadm;
 pub mod zstream;
 
 pub use error::{Error, Result};

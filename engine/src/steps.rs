@@ -28,6 +28,7 @@ pub const CACHE: &str = "cache";
 pub const FETCH: &str = "fetch";
 pub const DESTROY: &str = "destroy";
 pub const UNCACHE: &str = "uncache";
+pub const PREPARE: &str = "prepare";
 pub const SNAPSHOT: &str = "snapshot";
 pub const SEND: &str = "send";
 pub const COMPRESS: &str = "compress";
@@ -258,6 +259,7 @@ pub fn undo(cx: &Context, verb: &str, step: &str, state: &StepState) -> Result<V
         (_, RENAME) => return undo_rename(cx, begun),
         (_, CACHE) => undo_cache(cx, begun)?,
         (_, FETCH) => undo_fetch(cx, begun)?,
+        (_, PREPARE) => crate::verbs::create::undo_prepare(cx, begun)?,
         (_, SNAPSHOT) => crate::verbs::create::undo_snapshot(begun)?,
         (_, COMPRESS | MANIFEST) => crate::verbs::create::undo_output(begun, matches!(state, StepState::Done { .. }))?,
         _ => {}

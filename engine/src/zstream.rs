@@ -1053,29 +1053,6 @@ mod tests {
         assert_eq!(out, child);
     }
 
-    /// A stream made on this machine (`zfs send` on zfs-fuse), too big to
-    /// keep in the repository: `IMGADM_TEST_STREAM=FILE
-    /// [IMGADM_TEST_FROMGUID=GUID] cargo test -p imgadm-engine -- --ignored
-    /// validates_a_local_stream --nocapture`.
-    #[test]
-    #[ignore]
-    fn validates_a_local_stream() {
-        let Some(path) = std::env::var_os("IMGADM_TEST_STREAM") else { return };
-        let expected = std::env::var("IMGADM_TEST_FROMGUID").ok().map(|g| g.parse::<u64>().unwrap());
-        let file = io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-        let started = std::time::Instant::now();
-        let summary = validate(file, expected).unwrap();
-        let elapsed = started.elapsed();
-        println!(
-            "{} records, {} bytes, toguid {}, fromguid {}, {:.0} MB/s",
-            summary.records,
-            summary.bytes,
-            summary.begin.toguid,
-            summary.begin.fromguid,
-            summary.bytes as f64 / elapsed.as_secs_f64() / 1e6
-        );
-    }
-
     #[test]
     fn fletcher4_matches_a_reference() {
         // Sums of the words 1, 2, 3: a = 6, b = 1+3+6, c = 1+4+10, d = 1+5+15.

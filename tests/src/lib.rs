@@ -7,6 +7,7 @@ pub mod harness;
 pub mod images;
 pub mod imgapi_server;
 pub mod powerloss;
+pub mod vms;
 pub mod zfs;
 
 /// Runs each named scenario (a `fn(Driver)` of the test file, with

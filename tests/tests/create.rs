@@ -3,98 +3,8 @@
 //! each refusal leaves the VM's dataset and the output directory as they
 //! were.
 
-use std::path::{Path, PathBuf};
-
 use imgadm_tests::harness::*;
-use serde_json::Value;
-
-/// A "VM": the dataset `POOL/VM-UUID`, full or cloned from an image's
-/// `@final`, holding `files`. Unmounted afterwards (zfs-fuse calls a
-/// dataset just written through its mount busy).
-fn make_vm(w: &World, origin: Option<&str>, files: &[(&str, &[u8])]) -> String {
-    let z = w.zpool().expect("a zfs world");
-    let vm = uuid::Uuid::new_v4().to_string();
-    let dataset = format!("{}/{vm}", w.pool);
-    match origin {
-        None => {
-            z.create_mounted(&dataset, files);
-        }
-        Some(image) => {
-            let mountpoint = z.mount_dir(&vm);
-            z.zfs(&["clone", "-o", &format!("mountpoint={}", mountpoint.display()), &format!("{}/{image}@final", w.pool), &dataset]);
-            write_files(&mountpoint, files);
-        }
-    }
-    z.zfs(&["unmount", &dataset]);
-    vm
-}
-
-fn write_files(root: &Path, files: &[(&str, &[u8])]) {
-    for (name, content) in files {
-        let path = root.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-}
-
-/// The files under a snapshot, read through a mounted clone of it.
-fn files_of(w: &World, snapshot: &str) -> Vec<(String, Vec<u8>)> {
-    let z = w.zpool().unwrap();
-    let leaf = format!("check{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let clone = format!("{}/{leaf}", w.pool);
-    let mountpoint = z.mount_dir(&leaf);
-    z.zfs(&["clone", "-o", &format!("mountpoint={}", mountpoint.display()), snapshot, &clone]);
-    let mut found = Vec::new();
-    collect(&mountpoint, &mountpoint, &mut found);
-    // Left in place, unmounted: zfs-fuse can call it busy for a while
-    // after the reads, and a clone of an image changes nothing tested here.
-    z.zfs(&["unmount", &clone]);
-    found.sort();
-    found
-}
-
-fn collect(root: &Path, dir: &Path, found: &mut Vec<(String, Vec<u8>)>) {
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect(root, &path, found);
-        } else {
-            found.push((path.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&path).unwrap()));
-        }
-    }
-}
-
-/// `zfs list -t snapshot` names and guids of one dataset.
-fn snapshots(w: &World, dataset: &str) -> Vec<String> {
-    let z = w.zpool().unwrap();
-    let out = z.zfs(&["get", "-Hp", "-r", "-d", "1", "-o", "name,value", "guid", dataset]);
-    let mut lines: Vec<String> = out.lines().filter(|l| l.contains('@')).map(str::to_string).collect();
-    lines.sort();
-    lines
-}
-
-fn out_dir(w: &World, name: &str) -> PathBuf {
-    let dir = w.work.path().join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn dir_listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    names
-}
-
-fn create(w: &World, args: &[&str]) -> Run {
-    let mut argv = vec!["create"];
-    argv.extend_from_slice(args);
-    w.imgadm(&argv)
-}
-
-fn manifest_at(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
+use imgadm_tests::vms::*;
 
 #[test]
 fn create_then_install_full_and_incremental_for_every_compression() {
@@ -155,11 +65,6 @@ fn create_then_install_full_and_incremental_for_every_compression() {
     assert_eq!(steps, ["lock", "check", "snapshot", "send", "compress", "manifest", "cleanup", "unlock"]);
 }
 
-fn sorted(files: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = files.iter().map(|(n, c)| (n.to_string(), c.to_vec())).collect();
-    v.sort();
-    v
-}
 
 /// Installs a two-image chain made by create; returns (base, child).
 fn chain(w: &World) -> (String, String) {

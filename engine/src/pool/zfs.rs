@@ -38,15 +38,7 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Whether a `zfs` command exists on PATH (the default driver is zfs then).
 pub fn zfs_available() -> bool {
-    let Some(path) = std::env::var_os("PATH") else {
-        return false;
-    };
-    std::env::split_paths(&path).any(|dir| is_executable(&dir.join(ZFS)))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    crate::fsutil::find_program(ZFS).is_some()
 }
 
 /// What the installed ZFS supports beyond what every flavour has.

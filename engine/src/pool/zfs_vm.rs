@@ -75,6 +75,31 @@ impl ZfsPool {
         Ok(())
     }
 
+    /// `zfs rollback DATASET@SNAP` (without `-r`: refused when a later
+    /// snapshot exists, so nothing this create did not make is destroyed).
+    pub fn rollback(&self, dataset: &DatasetName, snap: &SnapName) -> Result<()> {
+        let command = ZfsCommand::zfs(["rollback", &dataset.snapshot(snap)]);
+        self.remount_after(dataset, self.run_unmounting_if_busy(dataset, &command)?);
+        Ok(())
+    }
+
+    /// The dataset's `quota` in bytes as `zfs get -Hp` prints it (`0` is
+    /// none).
+    pub fn quota(&self, dataset: &DatasetName) -> Result<String> {
+        let value = ZfsCommand::zfs(["get", "-Hp", "-o", "value", "quota", &dataset.to_string()]).run()?;
+        let value = value.trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::internal(format!("zfs gives \"{value}\" as the quota of {dataset}")));
+        }
+        Ok(value.to_string())
+    }
+
+    /// `zfs set quota=BYTES DATASET` (`0` or `none` lifts it).
+    pub fn set_quota(&self, dataset: &DatasetName, bytes: &str) -> Result<()> {
+        let value = if bytes == "0" { "none" } else { bytes };
+        ZfsCommand::zfs(["set", &format!("quota={value}"), &dataset.to_string()]).run().map(drop)
+    }
+
     fn remount_after(&self, dataset: &DatasetName, unmounted: bool) {
         if unmounted {
             // The change is done; a dataset left unmounted is still whole.

@@ -2,11 +2,17 @@
 //! stopped VM's dataset.
 //!
 //! Steps: lock, check, (prepare), snapshot, send, compress, manifest,
-//! cleanup, unlock. Without vmadm (any host but SmartOS) the VM is the
-//! dataset `POOL/VM-UUID` on whichever imported zpool has it, it is stopped
-//! by definition, and its image is the one its ZFS `origin` names. `-s`
-//! (the prepare-image flow) needs vmadm to boot the VM, so it is refused
-//! before anything is touched; so is the dir driver, which has no datasets.
+//! cleanup, unlock. With vmadm (SmartOS) the VM, its brand, state, datasets
+//! and image come from `vmadm get`, and `-s` runs the prepare-image flow:
+//! the VM's datasets are snapshotted, the script is set as the VM's
+//! operator-script, the VM is booted, and its `prepare-image:state`
+//! metadata is polled until the script reports and shuts the VM down;
+//! afterwards the VM is rolled back to how it was. Without vmadm (any host
+//! but SmartOS) the VM is the dataset `POOL/VM-UUID` on whichever imported
+//! zpool has it, it is stopped by definition, and its image is the one its
+//! ZFS `origin` names; `-s` needs vmadm to boot the VM, so it is refused
+//! before anything is touched, and so is the dir driver, which has no
+//! datasets.
 //!
 //! Unlike the real imgadm, a crashed create needs no recovery script: every
 //! step is journaled with what its undo needs, so a rollback gives the VM
@@ -17,6 +23,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -36,13 +43,24 @@ use crate::pool::zfs::ZfsPool;
 use crate::pool::zfs_vm::CloneOrigin;
 use crate::pool::{DriverKind, Pool};
 use crate::recovery;
-use crate::steps::{CLEANUP, COMPRESS, MANIFEST, SEND, SNAPSHOT};
+use crate::steps::{CLEANUP, COMPRESS, MANIFEST, PREPARE, SEND, SNAPSHOT};
+use crate::vmadm::{VmInfo, Vmadm, PREPARE_ERROR, PREPARE_STATE};
 
 /// How much of the send stream is read per chunk.
 const SEND_BUFFER_BYTES: usize = 1 << 20;
 
 /// Origin chains longer than this are refused as broken (a loop).
 const ORIGIN_WALK_LIMIT: u32 = 10_000;
+
+/// The snapshot a prepare-image run starts from and is rolled back to.
+const PRE_PREPARE: &str = "imgadm-create-pre-prepare";
+
+/// How the prepare-image run is watched (the real imgadm's intervals and
+/// limits): the script must report that it started, then that it ended,
+/// then the VM must stop, each within `PREPARE_STAGE_LIMIT`.
+const PREPARE_START_POLL: Duration = Duration::from_secs(2);
+const PREPARE_POLL: Duration = Duration::from_secs(1);
+const PREPARE_STAGE_LIMIT: Duration = Duration::from_secs(300);
 
 /// What the user asked for. Serialised into the journal's `lock` step, so a
 /// resumed create (in another process, another directory) makes exactly the
@@ -142,11 +160,27 @@ struct Plan {
     manifest: Map<String, Value>,
     manifest_path: PathBuf,
     file_path: PathBuf,
+    /// `-s`: the prepare-image run.
+    #[serde(default)]
+    prepare: Option<PreparePlan>,
+    /// bhyve: the zone dataset whose quota is lifted while the VM is
+    /// snapshotted (a zvol's snapshot would not fit under it).
+    #[serde(default)]
+    quota_dataset: Option<String>,
+}
+
+/// What a prepare-image run needs: the script's text (read once, so a
+/// resumed create runs the same script) and the VM's datasets.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PreparePlan {
+    vm: ImageUuid,
+    script: String,
+    datasets: Vec<String>,
 }
 
 impl Plan {
     fn vm(&self) -> Result<DatasetName> {
-        DatasetName::parse(&self.vm_dataset)
+        DatasetName::parse_vm(&self.vm_dataset)
     }
 
     fn send_from(&self) -> Result<Option<CloneOrigin>> {
@@ -170,7 +204,7 @@ pub fn create(cx: &Context, args: &CreateArgs) -> Result<Created> {
             ),
         ));
     }
-    if args.prepare_script.is_some() {
+    if args.prepare_script.is_some() && Vmadm::find().is_none() {
         return Err(refuse(
             "prepare",
             Error::NotSupported(
@@ -194,11 +228,11 @@ pub fn create(cx: &Context, args: &CreateArgs) -> Result<Created> {
     }
     let cwd = std::env::current_dir().map_err(|e| Error::io("cannot read the current directory", e))?;
     let request = Request { args: args.clone(), image, cwd };
-    let (pool, vm) = match find_vm(args.vm) {
+    let found = match find_vm(args.vm) {
         Ok(found) => found,
         Err(e) => return Err(refuse("check", e)),
     };
-    let locks = lock::lock_images(&cx.state, &lock_wants(&pool, &vm, args.vm)?, cx.reporter.as_ref())?;
+    let locks = lock::lock_images(&cx.state, &found.lock_wants(), cx.reporter.as_ref())?;
     let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "create", &[vm_text, image.to_string()])?;
     op.checked(
         "lock",
@@ -207,30 +241,66 @@ pub fn create(cx: &Context, args: &CreateArgs) -> Result<Created> {
     finish(op, cx, &request, locks)
 }
 
-/// The VM exclusively (nothing else may snapshot or change it meanwhile),
-/// its origin image shared (it cannot be deleted while sent from).
-fn lock_wants(pool: &ZfsPool, vm: &DatasetName, vm_uuid: ImageUuid) -> Result<Vec<(ImageUuid, LockMode)>> {
-    let mut wanted = vec![(vm_uuid, LockMode::Exclusive)];
-    if let Some(origin) = pool.image_origin(vm)? {
-        wanted.push((origin.dataset.uuid, LockMode::Shared));
-    }
-    Ok(wanted)
+/// The VM as create found it.
+struct FoundVm {
+    uuid: ImageUuid,
+    /// The pool of the dataset the image is made of.
+    pool: ZfsPool,
+    /// That dataset.
+    data: DatasetName,
+    /// Its image's dataset `POOL/IMAGE`, when that image is installed.
+    origin: Option<DatasetName>,
+    /// What vmadm says of the VM (SmartOS only).
+    info: Option<VmInfo>,
 }
 
-/// `POOL/VM` on the one imported zpool that has it.
-fn find_vm(vm: ImageUuid) -> Result<(ZfsPool, DatasetName)> {
+impl FoundVm {
+    /// The VM exclusively (nothing else may snapshot or change it
+    /// meanwhile), its origin image shared (it cannot be deleted while sent
+    /// from).
+    fn lock_wants(&self) -> Vec<(ImageUuid, LockMode)> {
+        let mut wanted = vec![(self.uuid, LockMode::Exclusive)];
+        if let Some(origin) = &self.origin {
+            wanted.push((origin.uuid, LockMode::Shared));
+        }
+        wanted
+    }
+}
+
+/// The VM through vmadm where there is one; else `POOL/VM` on the one
+/// imported zpool that has it.
+fn find_vm(vm: ImageUuid) -> Result<FoundVm> {
+    if let Some(vmadm) = Vmadm::find() {
+        let info = vmadm.get(vm)?;
+        let pool = ZfsPool::open(&info.data.pool)?;
+        let origin = match &info.image {
+            Some((image_pool, image)) => installed_image(image_pool, *image)?,
+            None => None,
+        };
+        return Ok(FoundVm { uuid: vm, pool, data: info.data.clone(), origin, info: Some(info) });
+    }
     let mut found = ZfsPool::find_vm(vm)?;
     match found.len() {
         0 => Err(Error::VmNotFound(vm.to_string())),
         1 => {
-            let dataset = found.remove(0);
-            Ok((ZfsPool::open(&dataset.pool)?, dataset))
+            let data = found.remove(0);
+            let pool = ZfsPool::open(&data.pool)?;
+            let origin = pool.image_origin(&data)?.map(|o| o.dataset);
+            Ok(FoundVm { uuid: vm, pool, data, origin, info: None })
         }
         _ => Err(Error::VmOnSeveralPools {
             vm: vm.to_string(),
             datasets: found.iter().map(DatasetName::to_string).collect(),
         }),
     }
+}
+
+/// `POOL/IMAGE` when that image is installed (a VM's image may have been
+/// deleted since, or live on a pool that is not imported).
+fn installed_image(pool: &crate::ids::PoolName, image: ImageUuid) -> Result<Option<DatasetName>> {
+    let Ok(zpool) = ZfsPool::open(pool) else { return Ok(None) };
+    let dataset = DatasetName::image(pool, image);
+    Ok(zpool.dataset_exists(&dataset)?.then_some(dataset))
 }
 
 /// Runs the steps not yet done, then unlocks and ends the operation; a
@@ -251,10 +321,11 @@ fn finish(mut op: Operation, cx: &Context, request: &Request, locks: Vec<ImageLo
 fn run_steps(op: &mut Operation, cx: &Context, request: &Request) -> Result<Created> {
     let plan = check_step(op, cx, request)?;
     let pool = ZfsPool::open(&plan.vm()?.pool)?;
+    prepare_step(op, cx, &pool, &plan)?;
     let guid = snapshot_step(op, cx, &pool, &plan)?;
     let sent = send_and_compress(op, cx, &pool, &plan, guid)?;
     let created = manifest_step(op, cx, &plan, &sent, guid)?;
-    cleanup_step(op, &plan, guid)?;
+    cleanup_step(op, cx, &plan, guid)?;
     Ok(created)
 }
 
@@ -273,11 +344,16 @@ fn check_step(op: &mut Operation, cx: &Context, request: &Request) -> Result<Pla
 
 fn plan(cx: &Context, request: &Request) -> Result<Plan> {
     let args = &request.args;
-    let (pool, vm) = find_vm(args.vm)?;
-    let origin = pool.image_origin(&vm)?;
+    let found = find_vm(args.vm)?;
+    if let (Some(info), None) = (&found.info, &args.prepare_script) {
+        if !info.is_stopped() {
+            return Err(Error::VmNotStopped(args.vm.to_string()));
+        }
+    }
+    let origin = found.origin.clone();
     if args.incremental {
         if let (Some(origin), Some(max)) = (&origin, args.max_origin_depth) {
-            check_origin_depth(&pool, &origin.dataset, max)?;
+            check_origin_depth(origin, max)?;
         }
     }
 
@@ -288,49 +364,119 @@ fn plan(cx: &Context, request: &Request) -> Result<Plan> {
         fields.insert(field.clone(), value.clone());
     }
     if let Some(origin) = &origin {
-        inherit(cx, &pool, origin.dataset.uuid, &mut fields);
+        inherit(cx, origin, &mut fields);
     }
-    // The real imgadm also derives `requirements` (min_platform, brand,
-    // bootrom) from the VM's brand and the platform's sysinfo; without
-    // vmadm there is no brand and no sysinfo, so there is nothing to derive.
+    // Without vmadm there is no brand and no sysinfo: nothing to derive.
+    if let Some(info) = &found.info {
+        derive_requirements(info, &mut fields)?;
+    }
     let send_from = match (&origin, args.incremental) {
         (_, false) => None,
         (None, true) => return Err(Error::VmHasNoOrigin(args.vm.to_string())),
         (Some(origin), true) => {
-            fields.insert("origin".to_string(), json!(origin.dataset.uuid.to_string()));
+            fields.insert("origin".to_string(), json!(origin.uuid.to_string()));
             Some(origin)
         }
     };
     let manifest = Manifest::from_map(fields);
     manifest.validate_minimal()?;
     if let Some(origin) = send_from {
-        let has_final = pool.snapshots(&origin.dataset)?.iter().any(|s| s.name == SnapName::final_());
+        let has_final = ZfsPool::open(&origin.pool)?.snapshots(origin)?.iter().any(|s| s.name == SnapName::final_());
         if !has_final {
-            return Err(Error::OriginHasNoFinalSnapshot(origin.dataset.uuid.to_string()));
+            return Err(Error::OriginHasNoFinalSnapshot(origin.uuid.to_string()));
         }
     }
+    let prepare = match (&args.prepare_script, &found.info) {
+        (Some(script), Some(info)) => Some(prepare_plan(&found.pool, info, &request.cwd.join(script))?),
+        (Some(_), None) => return Err(Error::NotSupported("-s (prepare-image) needs vmadm".to_string())),
+        _ => None,
+    };
+    let quota_dataset = found.info.as_ref().filter(|i| i.brand == "bhyve").map(|i| i.zone.to_string());
+    let pool = &found.pool;
+    let vm = &found.data;
     let pretty = serde_json::to_string_pretty(&manifest.to_value()).unwrap_or_default();
     cx.info(&format!("Manifest:\n{}", indent(&pretty)));
 
     let prefix = output_prefix(args.output_template.as_deref(), &request.cwd, &manifest);
-    let kind = if manifest.type_() == Some("zvol") || pool.is_volume(&vm)? { "zvol" } else { "zfs" };
+    let kind = if manifest.type_() == Some("zvol") || pool.is_volume(vm)? { "zvol" } else { "zfs" };
     let file_path = append(&prefix, &format!(".{kind}{}", args.compression.extension()));
     Ok(Plan {
         image: request.image,
         vm_dataset: vm.to_string(),
-        send_from: send_from.map(|o| o.dataset.snapshot(&SnapName::final_())),
+        send_from: send_from.map(|o| o.snapshot(&SnapName::final_())),
         compression: args.compression,
         manifest: manifest.into_map(),
         manifest_path: append(&prefix, ".imgmanifest"),
         file_path,
+        prepare,
+        quota_dataset,
     })
+}
+
+/// The `requirements` the real imgadm derives from the VM: a joyent zone's
+/// image needs at least this platform, an lx, kvm or bhyve image its brand,
+/// a bhyve image its bootrom. What the user (or the origin) gave wins; an
+/// empty `brand` given says "no brand requirement".
+fn derive_requirements(info: &VmInfo, fields: &mut Map<String, Value>) -> Result<()> {
+    let given = fields.get("requirements").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut requirements = given.clone();
+    match info.brand.as_str() {
+        "joyent" | "joyent-minimal" if !given.contains_key("min_platform") => {
+            let (version, live_image) = crate::vmadm::platform()?;
+            requirements.insert("min_platform".to_string(), json!({ version: live_image }));
+        }
+        "lx" | "kvm" | "bhyve" => match given.get("brand") {
+            None => {
+                requirements.insert("brand".to_string(), json!(info.brand));
+            }
+            Some(Value::Null) => {
+                requirements.remove("brand");
+            }
+            Some(Value::String(brand)) if brand.is_empty() => {
+                requirements.remove("brand");
+            }
+            Some(_) => {}
+        },
+        _ => {}
+    }
+    if let (Some(bootrom), "bhyve", false) = (&info.bootrom, info.brand.as_str(), given.contains_key("bootrom")) {
+        requirements.insert("bootrom".to_string(), json!(bootrom));
+    }
+    if requirements != given || fields.contains_key("requirements") {
+        fields.insert("requirements".to_string(), Value::Object(requirements));
+    }
+    Ok(())
+}
+
+/// `-s`: the script read now (it runs in the VM later, perhaps in a
+/// resumed create), and the VM's datasets, none of which may carry a
+/// pre-prepare snapshot already (an earlier run that was not rolled back:
+/// rolling back to it would lose what happened since).
+fn prepare_plan(pool: &ZfsPool, info: &VmInfo, script: &Path) -> Result<PreparePlan> {
+    let text = std::fs::read(script).map_err(|e| Error::io_path("cannot read the prepare-image script", script, e))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| Error::Usage(format!("prepare-image script \"{}\" is not UTF-8 text", script.display())))?;
+    let pre_prepare = SnapName::parse(PRE_PREPARE)?;
+    for dataset in &info.datasets {
+        if pool.snapshots(dataset)?.iter().any(|s| s.name == pre_prepare) {
+            return Err(Error::PrepareImage {
+                vm: info.uuid.to_string(),
+                detail: format!(
+                    "{} exists, left by an earlier create: roll the VM back to it or destroy it, then try again",
+                    dataset.snapshot(&pre_prepare)
+                ),
+            });
+        }
+    }
+    Ok(PreparePlan { vm: info.uuid, script: text, datasets: info.datasets.iter().map(DatasetName::to_string).collect() })
 }
 
 /// Walks the origin chain from the VM's image (depth 1); the image made
 /// from it would be one deeper, which must not exceed `max`. Only
 /// incremental creates are checked: a full image has no origin chain (the
 /// real imgadm checks every create, which refuses full images for no gain).
-fn check_origin_depth(pool: &ZfsPool, vm_image: &DatasetName, max: u32) -> Result<()> {
+fn check_origin_depth(vm_image: &DatasetName, max: u32) -> Result<()> {
+    let pool = ZfsPool::open(&vm_image.pool)?;
     let mut depth = 1;
     let mut current = vm_image.clone();
     while let Some(origin) = pool.image_origin(&current)? {
@@ -348,8 +494,9 @@ fn check_origin_depth(pool: &ZfsPool, vm_image: &DatasetName, max: u32) -> Resul
 
 /// Copies the inheritable fields the user did not give from the origin's
 /// cached manifest (empty arrays are not worth inheriting).
-fn inherit(cx: &Context, pool: &ZfsPool, origin: ImageUuid, fields: &mut Map<String, Value>) {
-    let cached = cache::read(&cx.state, pool.name(), origin).manifest;
+fn inherit(cx: &Context, origin_dataset: &DatasetName, fields: &mut Map<String, Value>) {
+    let origin = origin_dataset.uuid;
+    let cached = cache::read(&cx.state, &origin_dataset.pool, origin).manifest;
     cx.info(&format!(
         "Inheriting from origin image {origin} ({} {})",
         cached.name().unwrap_or("-"),
@@ -421,6 +568,176 @@ pub fn slug(text: &str) -> String {
     out
 }
 
+/// prepare (`-s` only): the VM stopped if it runs, its quota lifted
+/// (bhyve), every dataset of it snapshotted `@imgadm-create-pre-prepare`,
+/// the script set as its operator-script, the VM booted and watched until
+/// the script has reported success and shut it down. A prepare cut short
+/// is rolled back and run again from the start.
+fn prepare_step(op: &mut Operation, cx: &Context, pool: &ZfsPool, plan: &Plan) -> Result<()> {
+    let Some(prepare) = &plan.prepare else { return Ok(()) };
+    let image = plan.image.to_string();
+    let vmadm = vmadm_for_prepare()?;
+    match op.step_state(PREPARE, Some(&image)) {
+        StepState::Done { .. } => return Ok(()),
+        StepState::Begun { .. } if prepared(&vmadm, pool, prepare)? => {
+            return op.done(PREPARE, json!({"image": image, "found": "prepared"}));
+        }
+        StepState::Begun { begun } => undo_prepare(cx, &begun)?,
+        _ => {}
+    }
+    let vm = prepare.vm;
+    let was_running = !vmadm.get(vm)?.is_stopped();
+    let quota = quota_record(pool, plan)?;
+    op.begun(
+        PREPARE,
+        json!({"image": image, "vm": vm.to_string(), "was_running": was_running, "datasets": prepare.datasets, "quota": quota}),
+    )?;
+    if was_running {
+        cx.info(&format!("Stopping VM {vm} to snapshot it"));
+        vmadm.stop(vm, false)?;
+    }
+    lift_quota(pool, &quota)?;
+    cx.info(&format!("Snapshotting VM \"{vm}\" to @{PRE_PREPARE}"));
+    let pre_prepare = SnapName::parse(PRE_PREPARE)?;
+    for dataset in &prepare.datasets {
+        pool.snapshot(&DatasetName::parse_vm(dataset)?, &pre_prepare)?;
+    }
+    vmadm.update(vm, &json!({"set_internal_metadata": {"operator-script": prepare.script}}))?;
+    vmadm.update(vm, &json!({"remove_customer_metadata": [PREPARE_STATE, PREPARE_ERROR]}))?;
+    cx.info(&format!("Preparing VM {vm} (starting it)"));
+    vmadm.start(vm)?;
+    failpoint::check(PREPARE, When::During);
+    watch_prepare(cx, &vmadm, vm)?;
+    op.done(PREPARE, json!({"image": image}))
+}
+
+/// prepare's probe: the script reported success and stopped the VM, and
+/// every pre-prepare snapshot is there, so the run was whole (the journal
+/// just did not hear of it) and the script need not run again.
+fn prepared(vmadm: &Vmadm, pool: &ZfsPool, prepare: &PreparePlan) -> Result<bool> {
+    let info = vmadm.get(prepare.vm)?;
+    if info.metadata_text(PREPARE_STATE) != Some("success") || !info.is_stopped() {
+        return Ok(false);
+    }
+    let pre_prepare = SnapName::parse(PRE_PREPARE)?;
+    for dataset in &prepare.datasets {
+        if !pool.snapshots(&DatasetName::parse_vm(dataset)?)?.iter().any(|s| s.name == pre_prepare) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn vmadm_for_prepare() -> Result<Vmadm> {
+    Vmadm::find().ok_or_else(|| Error::NotSupported("-s (prepare-image) needs vmadm, and it is no longer on PATH".to_string()))
+}
+
+/// Waits for the three signs of a prepare-image run (the script started,
+/// it ended well, it stopped the VM), as the real imgadm does.
+fn watch_prepare(cx: &Context, vmadm: &Vmadm, vm: ImageUuid) -> Result<()> {
+    let failed = |detail: &str| Error::PrepareImage { vm: vm.to_string(), detail: detail.to_string() };
+    let started = poll(vmadm, vm, PREPARE_START_POLL, |info| info.metadata_text(PREPARE_STATE).is_some())?;
+    if started.is_none() {
+        cx.info("Timeout waiting for prepare-image script to signal it started");
+        return Err(Error::PrepareImageDidNotRun(vm.to_string()));
+    }
+    cx.info("Prepare script is running");
+    let ended = poll(vmadm, vm, PREPARE_POLL, |info| matches!(info.metadata_text(PREPARE_STATE), Some("success" | "error")))?
+        .ok_or_else(|| failed("prepare-image script did not complete"))?;
+    if ended.metadata_text(PREPARE_STATE) == Some("error") {
+        let detail = ended.metadata_text(PREPARE_ERROR).unwrap_or("(the script set no prepare-image:error)");
+        return Err(failed(&detail.replace('\n', "\n    ")));
+    }
+    cx.info("Prepare script succeeded");
+    poll(vmadm, vm, PREPARE_POLL, VmInfo::is_stopped)?.ok_or_else(|| failed("VM did not shutdown"))?;
+    cx.info(&format!("Prepare script stopped VM {vm}"));
+    Ok(())
+}
+
+/// `vmadm get` every `interval` until `done` holds (that VM) or
+/// `PREPARE_STAGE_LIMIT` has passed (`None`).
+fn poll(vmadm: &Vmadm, vm: ImageUuid, interval: Duration, done: impl Fn(&VmInfo) -> bool) -> Result<Option<VmInfo>> {
+    let deadline = Instant::now() + PREPARE_STAGE_LIMIT;
+    loop {
+        let info = vmadm.get(vm)?;
+        if done(&info) {
+            return Ok(Some(info));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+/// bhyve: the zone dataset's quota as it is now, to lift it and put it
+/// back afterwards; `null` for other brands.
+fn quota_record(pool: &ZfsPool, plan: &Plan) -> Result<Value> {
+    match &plan.quota_dataset {
+        None => Ok(Value::Null),
+        Some(dataset) => Ok(json!({"dataset": dataset, "bytes": pool.quota(&DatasetName::parse_vm(dataset)?)?})),
+    }
+}
+
+fn lift_quota(pool: &ZfsPool, record: &Value) -> Result<()> {
+    match record.get("dataset").and_then(Value::as_str) {
+        Some(dataset) => pool.set_quota(&DatasetName::parse_vm(dataset)?, "0"),
+        None => Ok(()),
+    }
+}
+
+/// Puts back the quota a step's begun event recorded as it was.
+fn restore_quota(begun: &Value) -> Result<()> {
+    let record = begun.get("quota").unwrap_or(&Value::Null);
+    let (Some(dataset), Some(bytes)) =
+        (record.get("dataset").and_then(Value::as_str), record.get("bytes").and_then(Value::as_str))
+    else {
+        return Ok(());
+    };
+    let dataset = DatasetName::parse_vm(dataset)?;
+    ZfsPool::open(&dataset.pool)?.set_quota(&dataset, bytes)
+}
+
+/// prepare's undo (and, after a create, its cleanup): the VM is stopped,
+/// each dataset rolled back to its pre-prepare snapshot (which takes the
+/// operator-script and the prepare-image metadata with it: vmadm keeps them
+/// in the zone's dataset), the snapshots destroyed, the quota put back, and
+/// a VM that was running started again. Doing it twice changes nothing.
+pub fn undo_prepare(cx: &Context, begun: &Value) -> Result<()> {
+    let vm = ImageUuid::parse(begun.get("vm").and_then(Value::as_str).unwrap_or_default())?;
+    let datasets = begun
+        .get("datasets")
+        .and_then(Value::as_array)
+        .map(|d| d.iter().filter_map(Value::as_str).map(DatasetName::parse_vm).collect::<Result<Vec<_>>>())
+        .transpose()?
+        .unwrap_or_default();
+    let vmadm = vmadm_for_prepare()?;
+    let pre_prepare = SnapName::parse(PRE_PREPARE)?;
+    let mut rolled_back = false;
+    for dataset in &datasets {
+        let pool = ZfsPool::open(&dataset.pool)?;
+        if !pool.dataset_exists(dataset)? || !pool.snapshots(dataset)?.iter().any(|s| s.name == pre_prepare) {
+            continue;
+        }
+        if !rolled_back {
+            cx.info(&format!("Rollback VM {vm} to pre-prepare snapshot (cleanup)"));
+            if !vmadm.get(vm)?.is_stopped() {
+                vmadm.stop(vm, true)?;
+            }
+            rolled_back = true;
+        }
+        pool.rollback(dataset, &pre_prepare)?;
+        pool.destroy_snapshot(dataset, &pre_prepare)?;
+    }
+    restore_quota(begun)?;
+    let was_running = begun.get("was_running").and_then(Value::as_bool).unwrap_or(false);
+    if was_running && vmadm.get(vm)?.is_stopped() {
+        cx.info(&format!("Restarting VM {vm} (cleanup)"));
+        vmadm.start(vm)?;
+    }
+    Ok(())
+}
+
 /// snapshot: an existing `@final` of the VM is moved aside to
 /// `@final-<ms>`, then `@final` is taken. The begun event records the
 /// guids of the snapshots there before, so what this step made is told
@@ -443,7 +760,13 @@ fn snapshot_step(op: &mut Operation, cx: &Context, pool: &ZfsPool, plan: &Plan) 
         }
     };
     let before_guids: Vec<String> = before.iter().map(|s| s.guid.to_string()).collect();
-    op.begun(SNAPSHOT, json!({"image": image, "dataset": vm.to_string(), "before": before_guids, "aside": aside}))?;
+    // With -s the quota was lifted by prepare already.
+    let quota = if plan.prepare.is_some() { Value::Null } else { quota_record(pool, plan)? };
+    op.begun(
+        SNAPSHOT,
+        json!({"image": image, "dataset": vm.to_string(), "before": before_guids, "aside": aside, "quota": quota}),
+    )?;
+    lift_quota(pool, &quota)?;
     if let Some(aside) = &aside {
         let name = SnapName::parse(aside["name"].as_str().unwrap_or_default())?;
         cx.info(&format!("Moving existing @final snapshot out of the way to \"{}\"", vm.snapshot(&name)));
@@ -474,7 +797,7 @@ fn guid_of(data: &Value) -> Result<u64> {
 /// and a `@final` moved aside gets its name back. Used by cleanup, by undo
 /// and before a snapshot step is redone; doing it twice changes nothing.
 fn restore_vm(begun: &Value, ours: Option<u64>) -> Result<()> {
-    let dataset = DatasetName::parse(begun.get("dataset").and_then(Value::as_str).unwrap_or_default())?;
+    let dataset = DatasetName::parse_vm(begun.get("dataset").and_then(Value::as_str).unwrap_or_default())?;
     let pool = ZfsPool::open(&dataset.pool)?;
     if !pool.dataset_exists(&dataset)? {
         return Ok(());
@@ -511,7 +834,8 @@ fn restore_vm(begun: &Value, ours: Option<u64>) -> Result<()> {
 
 /// snapshot's undo.
 pub fn undo_snapshot(begun: &Value) -> Result<()> {
-    restore_vm(begun, None)
+    restore_vm(begun, None)?;
+    restore_quota(begun)
 }
 
 /// What send + compress produced.
@@ -692,8 +1016,9 @@ fn manifest_step(op: &mut Operation, cx: &Context, plan: &Plan, sent: &Sent, gui
 }
 
 /// cleanup: the VM's `@final` this create took is destroyed (the image is
-/// whole in its file) and a `@final` moved aside gets its name back.
-fn cleanup_step(op: &mut Operation, plan: &Plan, guid: u64) -> Result<()> {
+/// whole in its file), a `@final` moved aside gets its name back, and a
+/// prepared VM is rolled back to how it was before.
+fn cleanup_step(op: &mut Operation, cx: &Context, plan: &Plan, guid: u64) -> Result<()> {
     let image = plan.image.to_string();
     if let StepState::Done { .. } = op.step_state(CLEANUP, Some(&image)) {
         return Ok(());
@@ -702,8 +1027,16 @@ fn cleanup_step(op: &mut Operation, plan: &Plan, guid: u64) -> Result<()> {
         StepState::Done { begun, .. } => begun,
         _ => return Err(Error::Journal(format!("cleanup of create {image} before its snapshot is done"))),
     };
+    let prepared = match op.step_state(PREPARE, Some(&image)) {
+        StepState::Done { begun, .. } => Some(begun),
+        _ => None,
+    };
     op.begun(CLEANUP, json!({"image": image, "dataset": plan.vm_dataset, "guid": guid.to_string()}))?;
     restore_vm(&snapshot, Some(guid))?;
+    restore_quota(&snapshot)?;
+    if let Some(prepared) = prepared {
+        undo_prepare(cx, &prepared)?;
+    }
     op.done(CLEANUP, json!({"image": image}))
 }
 
@@ -729,7 +1062,6 @@ pub fn resume(cx: &Context, op: Operation) -> Result<Option<Created>> {
         cx.info(&format!("Create {id} had not started any step: marked abandoned, nothing was changed"));
         return Ok(None);
     };
-    let (pool, vm) = find_vm(request.args.vm)?;
-    let locks = lock::try_lock_images(&cx.state, &lock_wants(&pool, &vm, request.args.vm)?)?;
+    let locks = lock::try_lock_images(&cx.state, &find_vm(request.args.vm)?.lock_wants())?;
     finish(op, cx, &request, locks).map(Some)
 }

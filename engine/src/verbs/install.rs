@@ -92,7 +92,7 @@ pub fn origin_final(pool: &dyn Pool, uuid: ImageUuid, origin: ImageUuid) -> Resu
 
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     if !path.exists() {
-        return Err(missing_path("manifest", &path.to_path_buf()));
+        return Err(missing_path("manifest", path));
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io_path("cannot read manifest", path, e))?;
     let mut manifest = Manifest::from_json_bytes(&bytes)?.upgrade()?;
