@@ -243,3 +243,43 @@ fn a_create_killed_while_preparing_rolls_back_or_resumes() {
     assert_eq!(vmadm.get(&vm)["state"], "running");
     vmadm.assert_metadata_clean(&vm);
 }
+
+#[test]
+fn a_bhyve_vm_has_its_quota_lifted_for_the_snapshot_and_given_back() {
+    let w = World::new(Driver::Zfs);
+    let vmadm = fake();
+    let vm = make_vm(&w, None, &[("zone-only", b"z")]);
+    let z = w.zpool().unwrap();
+    let zone_dataset = format!("{}/{vm}", w.pool);
+    let disk = format!("{zone_dataset}/disk0");
+    let disk_files: &[(&str, &[u8])] = &[("boot/loader", &[6u8; 3000])];
+    z.create_mounted(&disk, disk_files);
+    z.zfs(&["unmount", &disk]);
+    z.zfs(&["set", "quota=1G", &zone_dataset]);
+    let mut record = zone_record(&w, &vm, "bhyve", "stopped");
+    record["bootrom"] = json!("uefi");
+    record["disks"] = json!([{"zfs_filesystem": disk, "zpool": w.pool, "boot": true}]);
+    vmadm.add(&vm, record);
+    let out = out_dir(&w, "bhyve");
+    let fields = w.write(
+        "zvol.json",
+        br#"{"type": "zvol", "os": "linux", "nic_driver": "virtio", "disk_driver": "virtio", "cpu_type": "host", "image_size": 10240}"#,
+    );
+    vmadm
+        .imgadm(&w, &["create", "-m", fields.to_str().unwrap(), "-o", out.join("b").to_str().unwrap(), &vm, "name=b", "version=1.0.0"])
+        .ok();
+    let manifest = manifest_at(&out.join("b.imgmanifest"));
+    assert_eq!(manifest["requirements"]["brand"], "bhyve");
+    assert_eq!(manifest["requirements"]["bootrom"], "uefi");
+    assert_eq!(z.zfs(&["get", "-Hp", "-o", "value", "quota", &zone_dataset]).trim(), (1u64 << 30).to_string());
+    assert!(snapshots(&w, &disk).is_empty());
+    // The snapshot step recorded the quota it lifted (and cleanup put back).
+    let export = w.imgadm(&["journal", "export"]).ok().stdout;
+    let lifted = export.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).any(|e| {
+        e["step"] == "snapshot" && e["data"]["quota"] == json!({"dataset": zone_dataset, "bytes": (1u64 << 30).to_string()})
+    });
+    assert!(lifted, "{export}");
+    let image = manifest["uuid"].as_str().unwrap();
+    w.install(&out.join("b.imgmanifest"), &out.join("b.zvol")).ok();
+    assert_eq!(files_of(&w, &format!("{}/{image}@final", w.pool)), sorted(disk_files));
+}
