@@ -33,7 +33,7 @@ fn default_add_list_delete_round_trip() {
     );
 
     let listed = w.imgadm(&["sources", "-j"]).ok().json();
-    assert_eq!(listed[1], json!({"url": url, "type": "imgapi", "insecure": false}));
+    assert_eq!(listed[1], json!({"url": url, "type": "imgapi"}));
     let table = w.imgadm(&["sources", "-v"]).ok().stdout;
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("URL ") && lines[0].ends_with("TYPE    INSECURE"), "{table}");
@@ -142,7 +142,7 @@ fn real_imgadm_config_is_read_and_kept() {
 }"#;
     std::fs::write(w.state.path().join("imgadm.conf"), real).unwrap();
     let listed = w.imgadm(&["sources", "-j"]).ok().json();
-    assert_eq!(listed[1], json!({"url": "https://datasets.example.com/datasets", "type": "dsapi", "insecure": false}));
+    assert_eq!(listed[1], json!({"url": "https://datasets.example.com/datasets", "type": "dsapi"}));
     assert_eq!(listed[2]["url"], "https://updates.tritondatacenter.com?channel=experimental");
     w.imgadm(&["sources", "-d", "https://images.smartos.org/"]).ok();
     let saved = config(&w);

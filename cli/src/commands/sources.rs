@@ -76,7 +76,14 @@ pub fn run(mut cx: Context, args: Args) -> Result<()> {
     if args.json {
         let values: Vec<serde_json::Value> = list
             .iter()
-            .map(|s| serde_json::json!({"url": s.url, "type": s.kind.as_str(), "insecure": s.insecure}))
+            .map(|s| {
+                // As the real one: a key whose value is not set is left out.
+                let mut value = serde_json::json!({"url": s.url, "type": s.kind.as_str()});
+                if s.insecure {
+                    value["insecure"] = serde_json::Value::Bool(true);
+                }
+                value
+            })
             .collect();
         return super::list::print_json(&serde_json::Value::Array(values));
     }
