@@ -104,6 +104,30 @@ impl Row {
         &self.manifest
     }
 
+    /// `list --docker`: the row once per docker tag (once with `-` when it
+    /// has none), under the table's own column names.
+    fn docker_tag_rows(&self) -> Vec<Row> {
+        let tags: Vec<Value> = match self.field("docker_tags").and_then(Value::as_array) {
+            Some(tags) if !tags.is_empty() => tags.clone(),
+            _ => vec![Value::Null],
+        };
+        let copy = |key: &str| self.field(key).cloned().unwrap_or(Value::Null);
+        tags.into_iter()
+            .map(|tag| {
+                let mut row = Row { manifest: self.manifest.clone(), extras: self.extras.clone(), fields: self.fields.clone() };
+                for (column, value) in [
+                    ("repository", copy("docker_repo")),
+                    ("tag", tag),
+                    ("image_id", copy("docker_short_id")),
+                    ("created", copy("published")),
+                ] {
+                    row.fields.insert(column.to_string(), value);
+                }
+                row
+            })
+            .collect()
+    }
+
     pub fn extras(&self) -> &RowExtras {
         &self.extras
     }
@@ -165,6 +189,25 @@ fn strip_fractional_seconds(published_at: &str) -> String {
 }
 
 /// Docker's short image id: 12 hex digits. The real imgadm takes the first
+/// `list --docker`'s fixed columns (headers UUID REPOSITORY TAG IMAGE_ID
+/// CREATED).
+pub const DOCKER_COLUMNS: &[&str] = &["uuid", "repository", "tag", "image_id", "created"];
+
+/// `list --docker`: the docker images that are no listed docker image's
+/// origin (the heads of their layer chains), a row per tag, oldest first.
+pub fn docker_heads(rows: Vec<Row>) -> Vec<Row> {
+    let docker: Vec<Row> = rows.into_iter().filter(|r| r.manifest.type_() == Some("docker")).collect();
+    let origins: std::collections::HashSet<String> =
+        docker.iter().filter_map(|r| r.manifest.get("origin").and_then(Value::as_str)).map(str::to_string).collect();
+    let mut heads: Vec<Row> = docker
+        .iter()
+        .filter(|r| !r.field("uuid").and_then(Value::as_str).is_some_and(|uuid| origins.contains(uuid)))
+        .flat_map(Row::docker_tag_rows)
+        .collect();
+    sort_rows(&mut heads, &[SortKey { field: "published_at".to_string(), reverse: false }]);
+    heads
+}
+
 /// 12 characters of `docker:id`, which for registry v2 ids is
 /// `sha256:xxxxx`; we skip the algorithm prefix.
 fn docker_short_id(docker_id: &str) -> String {

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use imgadm_engine::context::Context;
 use imgadm_engine::images::ImageInfo;
-use imgadm_engine::listing::{self, Filters, Row, RowExtras, SortKey, LIST_COLUMNS, LIST_SORT};
+use imgadm_engine::listing::{self, Filters, Row, RowExtras, SortKey, DOCKER_COLUMNS, LIST_COLUMNS, LIST_SORT};
 use imgadm_engine::verbs::query;
 use imgadm_engine::{Error, Result};
 
@@ -12,11 +12,19 @@ use imgadm_engine::{Error, Result};
 pub struct Args {
     #[command(flatten)]
     listing: ListingArgs,
+    /// Docker images only (the heads of their layer chains), a row per tag:
+    /// UUID REPOSITORY TAG IMAGE_ID CREATED.
+    #[arg(long = "docker")]
+    docker: bool,
 }
 
 pub fn run(cx: Context, args: Args) -> Result<()> {
     let rows = query::installed_images(&cx, None)?.into_iter().map(row).collect();
-    args.listing.print(rows)
+    if args.docker {
+        args.listing.print_docker(rows)
+    } else {
+        args.listing.print(rows)
+    }
 }
 
 /// What `list` and `avail` share: filters, `-o`, `-s`, `-j`, `-H`.
@@ -42,6 +50,12 @@ impl ListingArgs {
         let mut rows = filters.apply(rows);
         listing::sort_rows(&mut rows, &sort);
         print_rows(&rows, self.output.json, self.output.no_header, self.columns.as_deref(), LIST_COLUMNS)
+    }
+
+    /// `list --docker`: the filters, then docker heads in fixed columns.
+    fn print_docker(&self, rows: Vec<Row>) -> Result<()> {
+        let rows = listing::docker_heads(Filters::parse(&self.filters)?.apply(rows));
+        print_rows(&rows, self.output.json, self.output.no_header, None, DOCKER_COLUMNS)
     }
 }
 
