@@ -455,6 +455,13 @@ impl TestImgapi {
         });
     }
 
+    /// File uploads (`PUT /images/:uuid/file`) are neither read nor
+    /// answered, the connection held open, until
+    /// [`TestImgapi::clear_faults`] or the server is dropped.
+    pub fn stall_uploads(&self) {
+        self.shared.lock().faults.stall_uploads = true;
+    }
+
     /// Flips (xor 0xff) the file byte at `offset` in every download; the
     /// headers still advertise the true checksums.
     pub fn corrupt_file_byte(&self, offset: u64) {

@@ -172,3 +172,21 @@ fn a_killed_publish_rolls_back_or_resumes() {
     assert!(run.stdout.contains("Resuming interrupted publish"), "{}", run.stdout);
     assert_eq!(server.manifest(&uuid(BASE_UUID)).unwrap()["state"], "active");
 }
+
+#[test]
+fn an_upload_the_server_stops_taking_times_out_and_leaves_no_image() {
+    let server = TestImgapi::start();
+    server.stall_uploads();
+    let w = World::new(Driver::Dir);
+    let run = w
+        .command()
+        .env("IMGADM_READ_TIMEOUT_SECS", "2")
+        .args(["publish", "-q", "-m", &example(BASE_MANIFEST).display().to_string(), "-f", &example(BASE_FILE).display().to_string(), &server.url()])
+        .output()
+        .unwrap();
+    let run = Run::from_output(run).fails_with(1, "ClientError");
+    assert!(run.stderr.contains("timed out"), "{}", run.stderr);
+    assert!(server.manifest(&uuid(BASE_UUID)).is_none(), "the half-published image is still on the server");
+    let ops = w.imgadm(&["journal", "list", "-j"]).ok().json();
+    assert_eq!(ops[0]["state"], "failed", "{ops}");
+}

@@ -13,8 +13,8 @@
 //! default).
 
 use std::io::Read;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -141,21 +141,33 @@ impl ImgapiClient {
     /// Sends a request; a non-2xx answer becomes `Error::Api` with the
     /// server's code.
     fn send(&self, request: reqwest::RequestBuilder) -> Result<Response> {
-        self.send_within(request, Some(CONNECT_TIMEOUT + read_timeout()))
+        self.send_watched(request, Wait::Answer(CONNECT_TIMEOUT + read_timeout()))
     }
 
-    /// `send`, waiting at most `limit` for the answer (`None`: an upload,
-    /// whose answer comes only once the whole file is sent).
-    fn send_within(&self, request: reqwest::RequestBuilder, limit: Option<Duration>) -> Result<Response> {
+    /// `send`, waiting as `wait` says.
+    fn send_watched(&self, request: reqwest::RequestBuilder, wait: Wait) -> Result<Response> {
         let rt = runtime()?;
         let response = rt
             .block_on(async {
-                match limit {
-                    Some(limit) => tokio::time::timeout(limit, request.send()).await,
-                    None => Ok(request.send().await),
+                match wait {
+                    Wait::Answer(limit) => tokio::time::timeout(limit, request.send()).await.map_err(drop),
+                    Wait::Progress(progress) => {
+                        let send = request.send();
+                        tokio::pin!(send);
+                        loop {
+                            tokio::select! {
+                                sent = &mut send => break Ok(sent),
+                                () = tokio::time::sleep(UPLOAD_WATCH_INTERVAL) => {
+                                    if progress.idle() > read_timeout() {
+                                        break Err(());
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             })
-            .map_err(|_| self.transport_error("timed out waiting for the server's answer"))?
+            .map_err(|()| self.transport_error("timed out: the server took no bytes and gave no answer"))?
             .map_err(|e| self.transport_error(describe_reqwest(&e)))?;
         if response.status().is_success() {
             return Ok(response);
@@ -311,8 +323,11 @@ impl ImgapiClient {
             chunk.truncate(n);
             Ok::<_, std::io::Error>(Some((bytes::Bytes::from(chunk), file)))
         });
+        let progress = Progress::default();
+        let moved = progress.clone();
         let chunks = futures_util::StreamExt::inspect(chunks, move |chunk| {
             if let Ok(chunk) = chunk {
+                moved.touch();
                 on_bytes(chunk.len() as u64);
             }
         });
@@ -326,7 +341,10 @@ impl ImgapiClient {
             .header("content-type", "application/octet-stream")
             .header("content-length", upload.size)
             .body(reqwest::Body::wrap_stream(chunks));
-        Manifest::from_value(self.json_answer(self.send_within(request, None)?)?)
+        // The answer comes only once the whole file is sent: no limit on
+        // the whole, but the upload must keep moving (the read timeout
+        // after the last chunk the server took, or after the last one).
+        Manifest::from_value(self.json_answer(self.send_watched(request, Wait::Progress(progress))?)?)
     }
 
     /// `POST /images/UUID?action=activate` (ActivateImage).
@@ -341,6 +359,35 @@ impl ImgapiClient {
     pub fn delete_image(&self, uuid: ImageUuid) -> Result<()> {
         self.send(self.request(reqwest::Method::DELETE, &format!("/images/{uuid}"), &[]))?;
         Ok(())
+    }
+}
+
+/// How often a running upload is checked for progress.
+const UPLOAD_WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a request may take: until its answer, or as long as it moves.
+enum Wait {
+    Answer(Duration),
+    Progress(Progress),
+}
+
+/// When an upload last handed the server a chunk.
+#[derive(Clone)]
+struct Progress(Arc<Mutex<Instant>>);
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress(Arc::new(Mutex::new(Instant::now())))
+    }
+}
+
+impl Progress {
+    fn touch(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle(&self) -> Duration {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
     }
 }
 

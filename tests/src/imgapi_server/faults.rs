@@ -12,6 +12,8 @@ pub(super) struct Faults {
     pub corrupt_offset: Option<u64>,
     pub fail_requests: Option<InjectedFailure>,
     pub fail_file_requests: Option<InjectedFailure>,
+    /// File uploads are not read (nor answered) until stalls are released.
+    pub stall_uploads: bool,
 }
 
 /// "After `after_bytes` body bytes of a file response, do X", for every

@@ -656,6 +656,16 @@ async fn add_image_file(
         scope
     };
 
+    if shared.lock().faults.stall_uploads {
+        let mut release = shared.stall_release.subscribe();
+        let generation = *release.borrow_and_update();
+        while *release.borrow_and_update() == generation {
+            if release.changed().await.is_err() {
+                break;
+            }
+        }
+        return Err(ApiError::download("the upload was stalled by the test".into()));
+    }
     let declared_length = request
         .headers()
         .get(header::CONTENT_LENGTH)
