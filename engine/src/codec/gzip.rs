@@ -132,3 +132,85 @@ fn deflate_chunk(input: &[u8], level: u32, last: bool) -> io::Result<Deflated> {
         bytes.reserve(bytes.capacity().max(4096));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn compress(input: &[u8], level: u32, threads: usize) -> Vec<u8> {
+        let out = Shared::default();
+        let mut enc = ParallelGzEncoder::new(Box::new(out.clone()), level, Workers::new("test", threads).unwrap());
+        // Odd write sizes, so chunks fill across writes.
+        for piece in input.chunks(77_777) {
+            enc.write_all(piece).unwrap();
+        }
+        enc.finish().unwrap();
+        let bytes = out.0.lock().unwrap().clone();
+        bytes
+    }
+
+    fn gunzip_command(file: &[u8]) -> Vec<u8> {
+        let mut child = Command::new("gzip").arg("-dc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let file = file.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&file));
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(output.status.success(), "gzip -dc failed");
+        output.stdout
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Half text-like, half noise, as an image stream is.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 4096 < 2048 { b"abc de\n"[(x % 7) as usize] } else { x as u8 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn output_is_one_gzip_member_that_gzip_and_flate2_read() {
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + CHUNK / 2] {
+            let input = sample(len);
+            for (level, threads) in [(6, 2), (1, 1), (9, 3)] {
+                let file = compress(&input, level, threads);
+                // GzDecoder stops after the first member: one member holds it all.
+                let mut single = Vec::new();
+                flate2::read::GzDecoder::new(file.as_slice()).read_to_end(&mut single).unwrap();
+                assert!(single == input, "{len} bytes, level {level}: flate2 output differs");
+                assert!(gunzip_command(&file) == input, "{len} bytes, level {level}: gzip -dc output differs");
+            }
+        }
+    }
+
+    #[test]
+    fn compresses_about_as_well_as_one_thread() {
+        let input = sample(4 * CHUNK);
+        let mut plain = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        plain.write_all(&input).unwrap();
+        let plain = plain.finish().unwrap();
+        let parallel = compress(&input, 6, 2);
+        assert!(parallel.len() < plain.len() + plain.len() / 50, "{} vs {} bytes", parallel.len(), plain.len());
+    }
+}

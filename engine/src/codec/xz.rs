@@ -114,3 +114,114 @@ impl<R: Read> Read for XzMtDecoder<R> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    fn sample(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 8192 < 4096 { b"zfs send\n"[(x % 9) as usize] } else { x as u8 }
+            })
+            .collect()
+    }
+
+    /// A file of several blocks, as `xz -T2` writes.
+    fn multi_block(input: &[u8]) -> Vec<u8> {
+        let mut builder = mt_builder(Some(1));
+        builder.block_size(256 << 10);
+        let mut enc = liblzma::write::XzEncoder::new_stream(Vec::new(), builder.encoder().unwrap());
+        enc.write_all(input).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn reference(file: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        liblzma::read::XzDecoder::new_multi_decoder(file).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn threaded(file: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        XzMtDecoder::new(file, stream_decoder()?).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    fn unxz_command(file: &[u8]) -> Vec<u8> {
+        let mut child = Command::new("xz").arg("-dc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let file = file.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&file));
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(output.status.success(), "xz -dc failed");
+        output.stdout
+    }
+
+    #[test]
+    fn multi_block_and_single_block_files_decode_like_the_reference() {
+        let input = sample(1_500_000, 3);
+        let multi = multi_block(&input);
+        let mut single = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        single.write_all(&input).unwrap();
+        let single = single.finish().unwrap();
+        for file in [&multi, &single] {
+            assert!(threaded(file).unwrap() == input);
+            assert!(unxz_command(file) == input);
+        }
+    }
+
+    #[test]
+    fn the_threaded_encoder_writes_what_xz_reads() {
+        let input = sample(600_000, 9);
+        let mut enc = liblzma::write::XzEncoder::new_stream(Vec::new(), encoder_stream(6).unwrap());
+        enc.write_all(&input).unwrap();
+        let file = enc.finish().unwrap();
+        assert!(unxz_command(&file) == input);
+        assert!(threaded(&file).unwrap() == input);
+    }
+
+    #[test]
+    fn concatenated_streams_and_their_padding() {
+        let (a, b) = (sample(300_000, 1), sample(5, 2));
+        let mut file = multi_block(&a);
+        file.extend_from_slice(&[0; 8]);
+        file.extend(multi_block(&b));
+        assert_eq!(threaded(&file).unwrap(), [a.clone(), b].concat());
+        let mut bad_padding = multi_block(&a);
+        bad_padding.extend_from_slice(&[0; 3]);
+        assert!(threaded(&bad_padding).is_err() && reference(&bad_padding).is_err());
+        let mut garbage = multi_block(&a);
+        garbage.extend_from_slice(b"not xz");
+        assert!(threaded(&garbage).is_err() && reference(&garbage).is_err());
+    }
+
+    #[test]
+    fn truncations_and_bit_flips_fail_as_the_reference_does() {
+        let file = multi_block(&sample(700_000, 5));
+        for cut in (0..file.len()).step_by(file.len() / 61 + 1).chain([file.len() - 1]) {
+            let err = threaded(&file[..cut]).unwrap_err();
+            assert!(reference(&file[..cut]).is_err(), "cut at {cut}");
+            assert!(matches!(err.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData), "cut at {cut}: {err}");
+        }
+        let mut x = 11u64;
+        for _ in 0..150 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let bit = (x >> 11) as usize % (file.len() * 8);
+            let mut flipped = file.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            match (reference(&flipped), threaded(&flipped)) {
+                (Ok(want), Ok(got)) => assert!(want == got, "bit {bit}"),
+                (Err(_), Err(_)) => {}
+                (want, got) => panic!("bit {bit}: reference {:?}, threaded {:?}", want.map(|v| v.len()), got.map(|v| v.len())),
+            }
+        }
+    }
+}
