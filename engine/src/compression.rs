@@ -305,29 +305,14 @@ pub fn encoder(c: Compression, w: Box<dyn Write + Send>, level: Option<u32>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// A writer that keeps what it got, readable after the encoder is done.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().map_err(|_| io::Error::other("poisoned"))?.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::codec::testdata::Shared;
 
     fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
         let out = Shared::default();
         let mut enc = encoder(c, Box::new(out.clone()), None);
         enc.write_all(data).unwrap();
         enc.finish().unwrap();
-        let bytes = out.0.lock().unwrap().clone();
-        bytes
+        out.bytes()
     }
 
     fn decompress(c: Compression, data: Vec<u8>) -> io::Result<Vec<u8>> {

@@ -548,25 +548,11 @@ impl<R: Read> Read for ParallelBzDecoder<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::testdata;
     use std::io::Write;
 
-    /// A deterministic generator of test data (xorshift), random or text-like.
     fn data(len: usize, seed: u64, text: bool) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let words: [&[u8]; 6] = [b"the ", b"image ", b"zfs ", b"stream ", b"\n", b"aaaaaaaaaaaaaaaa"];
-        let mut out = Vec::with_capacity(len);
-        while out.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if text {
-                out.extend_from_slice(words[(x % 6) as usize]);
-            } else {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        out.truncate(len);
-        out
+        testdata::sample(len, seed, text)
     }
 
     fn compress(bytes: &[u8], level: u32) -> Vec<u8> {
@@ -591,13 +577,8 @@ mod tests {
         Ok(out)
     }
 
-    /// Both decoders agree: the same output, or both fail.
     fn agree(file: &[u8], what: &str) {
-        match (reference(file), parallel(file)) {
-            (Ok(want), Ok(got)) => assert!(want == got, "{what}: outputs differ ({} vs {} bytes)", want.len(), got.len()),
-            (Err(_), Err(_)) => {}
-            (want, got) => panic!("{what}: reference {:?}, parallel {:?}", want.map(|v| v.len()), got.map(|v| v.len())),
-        }
+        testdata::agree(reference(file), parallel(file), what);
     }
 
     #[test]
@@ -645,12 +626,7 @@ mod tests {
             let err = parallel(&file[..cut]).unwrap_err();
             assert!(matches!(err.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData), "cut at {cut}: {err}");
         }
-        let mut x = 7u64;
-        for _ in 0..300 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let bit = (x >> 11) as usize % (file.len() * 8);
-            let mut flipped = file.clone();
-            flipped[bit / 8] ^= 1 << (bit % 8);
+        for (bit, flipped) in testdata::bit_flips(&file, 300, 7) {
             agree(&flipped, &format!("bit {bit} flipped"));
         }
         let mut garbage = file.clone();

@@ -136,22 +136,8 @@ fn deflate_chunk(input: &[u8], level: u32, last: bool) -> io::Result<Deflated> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::testdata::{self, Shared};
     use std::io::Read;
-    use std::process::{Command, Stdio};
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
 
     fn compress(input: &[u8], level: u32, threads: usize) -> Vec<u8> {
         let out = Shared::default();
@@ -161,32 +147,13 @@ mod tests {
             enc.write_all(piece).unwrap();
         }
         enc.finish().unwrap();
-        let bytes = out.0.lock().unwrap().clone();
-        bytes
-    }
-
-    fn gunzip_command(file: &[u8]) -> Vec<u8> {
-        let mut child = Command::new("gzip").arg("-dc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let file = file.to_vec();
-        let writer = std::thread::spawn(move || stdin.write_all(&file));
-        let output = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        assert!(output.status.success(), "gzip -dc failed");
-        output.stdout
+        out.bytes()
     }
 
     fn sample(len: usize) -> Vec<u8> {
-        // Half text-like, half noise, as an image stream is.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        (0..len)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                if i % 4096 < 2048 { b"abc de\n"[(x % 7) as usize] } else { x as u8 }
-            })
-            .collect()
+        let mut half = testdata::sample(len / 2, 1, true);
+        half.extend(testdata::sample(len - len / 2, 2, false));
+        half
     }
 
     #[test]
@@ -199,7 +166,7 @@ mod tests {
                 let mut single = Vec::new();
                 flate2::read::GzDecoder::new(file.as_slice()).read_to_end(&mut single).unwrap();
                 assert!(single == input, "{len} bytes, level {level}: flate2 output differs");
-                assert!(gunzip_command(&file) == input, "{len} bytes, level {level}: gzip -dc output differs");
+                assert!(testdata::filter("gzip", &["-dc"], &file) == input, "{len} bytes, level {level}: gzip -dc output differs");
             }
         }
     }

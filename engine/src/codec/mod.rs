@@ -5,5 +5,7 @@
 
 pub mod bzip2;
 pub mod gzip;
+#[cfg(test)]
+pub mod testdata;
 pub mod workers;
 pub mod xz;

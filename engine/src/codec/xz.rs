@@ -118,19 +118,11 @@ impl<R: Read> Read for XzMtDecoder<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::testdata;
     use std::io::Write;
-    use std::process::{Command, Stdio};
 
     fn sample(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|i| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                if i % 8192 < 4096 { b"zfs send\n"[(x % 9) as usize] } else { x as u8 }
-            })
-            .collect()
+        testdata::sample(len, seed, seed % 2 == 1)
     }
 
     /// A file of several blocks, as `xz -T2` writes.
@@ -155,14 +147,7 @@ mod tests {
     }
 
     fn unxz_command(file: &[u8]) -> Vec<u8> {
-        let mut child = Command::new("xz").arg("-dc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let file = file.to_vec();
-        let writer = std::thread::spawn(move || stdin.write_all(&file));
-        let output = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        assert!(output.status.success(), "xz -dc failed");
-        output.stdout
+        testdata::filter("xz", &["-dc"], file)
     }
 
     #[test]
@@ -211,17 +196,8 @@ mod tests {
             assert!(reference(&file[..cut]).is_err(), "cut at {cut}");
             assert!(matches!(err.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData), "cut at {cut}: {err}");
         }
-        let mut x = 11u64;
-        for _ in 0..150 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let bit = (x >> 11) as usize % (file.len() * 8);
-            let mut flipped = file.clone();
-            flipped[bit / 8] ^= 1 << (bit % 8);
-            match (reference(&flipped), threaded(&flipped)) {
-                (Ok(want), Ok(got)) => assert!(want == got, "bit {bit}"),
-                (Err(_), Err(_)) => {}
-                (want, got) => panic!("bit {bit}: reference {:?}, threaded {:?}", want.map(|v| v.len()), got.map(|v| v.len())),
-            }
+        for (bit, flipped) in testdata::bit_flips(&file, 150, 11) {
+            testdata::agree(reference(&flipped), threaded(&flipped), &format!("bit {bit} flipped"));
         }
     }
 }
