@@ -10,6 +10,8 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::str::FromStr;
 
+use crate::codec::workers::{self, Workers};
+use crate::codec::{bzip2 as par_bzip2, gzip as par_gzip, xz as mt_xz};
 use crate::error::{Error, Result};
 use crate::zstream::DRR_BEGIN_MAGIC;
 
@@ -202,14 +204,22 @@ impl Read for Decoded {
 }
 
 /// A streaming decoder for `c`. Concatenated members (gzip, bzip2) and
-/// streams (xz) are all decoded, as the command-line tools do.
+/// streams (xz) are all decoded, as the command-line tools do. bzip2 and
+/// xz decode on every core (`crate::codec`), or on one if no thread can be
+/// started.
 pub fn decoder(c: Compression, r: Box<dyn Read + Send>) -> Box<dyn Read + Send> {
     let source = MarkSourceErrors(r);
     let decoder: Box<dyn Read + Send> = match c {
         Compression::None => return Box::new(source.0),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(source)),
-        Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(source)),
-        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(source)),
+        Compression::Bzip2 => match Workers::new("bunzip2", workers::count()) {
+            Ok(workers) => Box::new(par_bzip2::ParallelBzDecoder::new(source, workers)),
+            Err(_) => Box::new(bzip2::read::MultiBzDecoder::new(source)),
+        },
+        Compression::Xz => match mt_xz::stream_decoder() {
+            Ok(stream) => Box::new(mt_xz::XzMtDecoder::new(source, stream)),
+            Err(_) => Box::new(liblzma::read::XzDecoder::new_multi_decoder(source)),
+        },
     };
     Box::new(Decoded { decoder, compression: c })
 }
@@ -251,56 +261,58 @@ impl Encoder for bzip2::write::BzEncoder<Box<dyn Write + Send>> {
     }
 }
 
-impl Encoder for xz2::write::XzEncoder<Box<dyn Write + Send>> {
+impl Encoder for liblzma::write::XzEncoder<Box<dyn Write + Send>> {
     fn finish(self: Box<Self>) -> io::Result<Box<dyn Write + Send>> {
-        xz2::write::XzEncoder::finish(*self)
+        liblzma::write::XzEncoder::finish(*self)
+    }
+}
+
+impl Encoder for par_gzip::ParallelGzEncoder {
+    fn finish(self: Box<Self>) -> io::Result<Box<dyn Write + Send>> {
+        par_gzip::ParallelGzEncoder::finish(*self)
     }
 }
 
 /// A compressing writer for `c`. `level` is the format's level (gzip and
 /// bzip2 1-9, xz 0-9), clamped into range; `None` is the tools' default
-/// (gzip 6, bzip2 9, xz 6).
+/// (gzip 6, bzip2 9, xz 6). gzip and xz compress on every core (the
+/// output stays one plain gzip member, one xz stream), or on one if no
+/// thread can be started.
 pub fn encoder(c: Compression, w: Box<dyn Write + Send>, level: Option<u32>) -> Box<dyn Encoder> {
     match c {
         Compression::None => Box::new(Plain(w)),
         Compression::Gzip => {
-            let level = flate2::Compression::new(level.unwrap_or(6).clamp(1, 9));
-            Box::new(flate2::write::GzEncoder::new(w, level))
+            let level = level.unwrap_or(6).clamp(1, 9);
+            match Workers::new("gzip", workers::count()) {
+                Ok(workers) => Box::new(par_gzip::ParallelGzEncoder::new(w, level, workers)),
+                Err(_) => Box::new(flate2::write::GzEncoder::new(w, flate2::Compression::new(level))),
+            }
         }
         Compression::Bzip2 => {
             let level = bzip2::Compression::new(level.unwrap_or(9).clamp(1, 9));
             Box::new(bzip2::write::BzEncoder::new(w, level))
         }
-        Compression::Xz => Box::new(xz2::write::XzEncoder::new(w, level.unwrap_or(6).min(9))),
+        Compression::Xz => {
+            let level = level.unwrap_or(6).min(9);
+            match mt_xz::encoder_stream(level) {
+                Ok(stream) => Box::new(liblzma::write::XzEncoder::new_stream(w, stream)),
+                Err(_) => Box::new(liblzma::write::XzEncoder::new(w, level)),
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// A writer that keeps what it got, readable after the encoder is done.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().map_err(|_| io::Error::other("poisoned"))?.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::codec::testdata::Shared;
 
     fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
         let out = Shared::default();
         let mut enc = encoder(c, Box::new(out.clone()), None);
         enc.write_all(data).unwrap();
         enc.finish().unwrap();
-        let bytes = out.0.lock().unwrap().clone();
-        bytes
+        out.bytes()
     }
 
     fn decompress(c: Compression, data: Vec<u8>) -> io::Result<Vec<u8>> {

@@ -27,6 +27,7 @@
 //! ```
 
 pub mod cache;
+pub mod codec;
 pub mod compression;
 pub mod context;
 pub mod error;

@@ -41,7 +41,7 @@ pub fn compress(raw: &[u8], compression: &str) -> Vec<u8> {
             enc.finish().expect("bzip2")
         }
         "xz" => {
-            let mut enc = xz2::write::XzEncoder::new(Vec::new(), 6);
+            let mut enc = liblzma::write::XzEncoder::new(Vec::new(), 6);
             enc.write_all(raw).expect("xz");
             enc.finish().expect("xz")
         }
