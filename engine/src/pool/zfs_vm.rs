@@ -28,8 +28,14 @@ impl ZfsPool {
     pub fn find_vm(vm: ImageUuid) -> Result<Vec<DatasetName>> {
         let mut found = Vec::new();
         for name in ZfsPool::imported()? {
+            let pool = match ZfsPool::open(&name) {
+                Ok(pool) => pool,
+                // Exported or destroyed since it was listed: no VM there.
+                Err(Error::PoolNotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             let dataset = DatasetName::image(&name, vm);
-            if ZfsPool::open(&name)?.dataset_exists(&dataset)? {
+            if pool.dataset_exists(&dataset)? {
                 found.push(dataset);
             }
         }
