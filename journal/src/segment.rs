@@ -12,6 +12,7 @@
 //! is durable). Readers take no lock: they only ever read what an index
 //! line covers, and an index line is written after the bytes it points at.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -196,6 +197,38 @@ impl Segments {
     pub(crate) fn read_data(&self, number: u32) -> Result<Vec<u8>> {
         let path = self.data_path(number);
         fs::read(&path).map_err(io("read", &path))
+    }
+
+    /// Which of `pending` (ended operations still in sled) are indexed
+    /// already: a move that a crash interrupted after some index lines were
+    /// durable. Only the last move can have been interrupted (every call
+    /// finishes earlier ones before appending), so its operations are the
+    /// last lines of the newest indexes: read index lines from the end,
+    /// newest segment first, and stop at the first line of another
+    /// operation. The cost follows the number of pending operations, not
+    /// the length of the history.
+    pub(crate) fn indexed_among(&self, pending: &HashSet<OpId>) -> Result<HashSet<OpId>> {
+        let mut found = HashSet::new();
+        for number in self.numbers()?.into_iter().rev() {
+            let path = self.index_path(number);
+            let bytes = match fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("read", &path)(e)),
+            };
+            let committed = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let mut end = committed.saturating_sub(1);
+            while end > 0 {
+                let start = memchr::memrchr(b'\n', &bytes[..end]).map_or(0, |i| i + 1);
+                let entry = parse_entry(&bytes[start..end], &path, start)?;
+                if !pending.contains(&entry.op) {
+                    return Ok(found);
+                }
+                found.insert(entry.op);
+                end = start.saturating_sub(1);
+            }
+        }
+        Ok(found)
     }
 
     /// Where an ended operation's events are, if it is in a segment.
