@@ -20,14 +20,16 @@
 //! - `DIR/segments/NNNNNN.jsonl` + `.idx`: events of ended operations,
 //!   moved there byte for byte, with an index by operation and by image;
 //! - `DIR/head`: the head again, outside sled, to notice when sled loses
-//!   the end of its log (it does so silently);
+//!   the end of its log (it does so silently), and whether the journal is
+//!   settled (sled holds no event), when readers need not open sled;
 //! - `DIR/lock`: the journal lock; its content names the holder.
 //!
 //! A [`Journal`] is only a path: every call takes the lock, opens sled, does
 //! its work, makes it durable and closes sled again, because sled allows one
 //! process at a time and imgadm processes run side by side. That cycle costs
 //! a few milliseconds, so callers append events that happen together in one
-//! [`Journal::append`]. Reading ended operations needs no lock.
+//! [`Journal::append`]. Reading ended operations needs no lock, and reading
+//! a settled journal opens no sled.
 //!
 //! The crate knows nothing of ZFS, HTTP or image manifests: images are
 //! strings, event data is JSON the engine chooses.
