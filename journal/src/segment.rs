@@ -144,14 +144,22 @@ impl Segments {
         Ok(())
     }
 
-    /// The committed index entries of one segment.
-    pub(crate) fn read_index(&self, number: u32) -> Result<Vec<IndexEntry>> {
+    /// The committed bytes of one segment's index (up to its last
+    /// newline), and its path; empty when it has no index yet.
+    fn committed_index(&self, number: u32) -> Result<(PathBuf, Vec<u8>)> {
         let path = self.index_path(number);
-        let bytes = match fs::read(&path) {
+        let mut bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io("read", &path)(e)),
         };
+        bytes.truncate(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
+        Ok((path, bytes))
+    }
+
+    /// The committed index entries of one segment.
+    pub(crate) fn read_index(&self, number: u32) -> Result<Vec<IndexEntry>> {
+        let (path, bytes) = self.committed_index(number)?;
         complete_lines(&bytes)
             .map(|(at, line)| parse_entry(line, &path, at))
             .collect()
@@ -210,14 +218,8 @@ impl Segments {
     pub(crate) fn indexed_among(&self, pending: &HashSet<OpId>) -> Result<HashSet<OpId>> {
         let mut found = HashSet::new();
         for number in self.numbers()?.into_iter().rev() {
-            let path = self.index_path(number);
-            let bytes = match fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("read", &path)(e)),
-            };
-            let committed = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let mut end = committed.saturating_sub(1);
+            let (path, bytes) = self.committed_index(number)?;
+            let mut end = bytes.len().saturating_sub(1);
             while end > 0 {
                 let start = memchr::memrchr(b'\n', &bytes[..end]).map_or(0, |i| i + 1);
                 let entry = parse_entry(&bytes[start..end], &path, start)?;
@@ -255,14 +257,8 @@ impl Segments {
         let finder = memchr::memmem::Finder::new(needle);
         let mut out = Vec::new();
         for number in self.numbers()? {
-            let path = self.index_path(number);
-            let bytes = match fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("read", &path)(e)),
-            };
-            let committed = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let bytes = &bytes[..committed];
+            let (path, bytes) = self.committed_index(number)?;
+            let bytes = &bytes[..];
             let mut last_line_start = None;
             for hit in finder.find_iter(bytes) {
                 let start = memchr::memrchr(b'\n', &bytes[..hit]).map_or(0, |i| i + 1);
