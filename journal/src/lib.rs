@@ -137,11 +137,6 @@ impl Journal {
         }
         let segments = self.segments();
         let store = self.open("append", &segments)?;
-        // Events are about to enter sled: the head file stops saying that
-        // readers may leave sled closed before they do.
-        if store.file_settled {
-            store.write_head_file(&store.head(), false)?;
-        }
         let mut head = store.head();
         // Open operations this batch touches: true once it ended in the batch.
         let mut touched: HashMap<OpId, bool> = HashMap::new();
@@ -189,6 +184,11 @@ impl Journal {
             stored.push(event);
         }
         batch.insert(HEAD_KEY, serde_json::to_vec(&head).expect("head serialises"));
+        // Events are about to enter sled: the head file stops saying that
+        // readers may leave sled closed before they do.
+        if store.file_settled {
+            store.write_head_file(&store.head(), false)?;
+        }
         store.commit(batch)?;
         let ended = touched.values().any(|&ended| ended);
         if ended {

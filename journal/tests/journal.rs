@@ -467,6 +467,10 @@ fn a_settled_journal_is_read_without_the_lock_and_unsettles_before_sled_gets_eve
     assert_eq!(journal.operation_events(&a).unwrap().len(), 9);
     drop(held);
 
+    // A refused append puts nothing into sled and leaves it settled.
+    assert!(journal.append(vec![ended(&a, "succeeded")]).is_err());
+    assert_eq!(head_file(&journal)["settled"], json!(true));
+
     // An operation begins: the head file says unsettled before its events
     // are in sled, so readers open sled and see it (and wait for the lock).
     let b = Journal::new_op_id();
