@@ -20,14 +20,16 @@
 //! - `DIR/segments/NNNNNN.jsonl` + `.idx`: events of ended operations,
 //!   moved there byte for byte, with an index by operation and by image;
 //! - `DIR/head`: the head again, outside sled, to notice when sled loses
-//!   the end of its log (it does so silently);
+//!   the end of its log (it does so silently), and whether the journal is
+//!   settled (sled holds no event), when readers need not open sled;
 //! - `DIR/lock`: the journal lock; its content names the holder.
 //!
 //! A [`Journal`] is only a path: every call takes the lock, opens sled, does
 //! its work, makes it durable and closes sled again, because sled allows one
 //! process at a time and imgadm processes run side by side. That cycle costs
 //! a few milliseconds, so callers append events that happen together in one
-//! [`Journal::append`]. Reading ended operations needs no lock.
+//! [`Journal::append`]. Reading ended operations needs no lock, and reading
+//! a settled journal opens no sled.
 //!
 //! The crate knows nothing of ZFS, HTTP or image manifests: images are
 //! strings, event data is JSON the engine chooses.
@@ -58,7 +60,7 @@ use error::{corrupt, Result};
 use event::{hash_hex, now_ts, peek_seq_ts};
 use projection::{installed_changes, summarize, InstalledChange};
 use segment::{complete_lines, IndexEntry, Segments, DEFAULT_SEGMENT_LIMIT};
-use store::{event_key, op_key, Head, Store, HEAD_KEY, INSTALLED, OPEN, PENDING};
+use store::{event_key, op_key, Head, HeadFile, Store, HEAD_KEY, INSTALLED, OPEN, PENDING};
 
 /// How long a call waits for the journal lock before naming its holder.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,6 +106,13 @@ impl Journal {
 
     fn segments(&self) -> Segments {
         Segments::new(&self.dir, self.segment_limit)
+    }
+
+    /// Whether the head file says sled holds no event (see `HeadFile`):
+    /// then readers need neither the lock nor sled. Read before the
+    /// segments, so what they find covers every event up to that head.
+    fn settled(&self) -> Result<bool> {
+        Ok(HeadFile::read(&self.dir)?.is_some_and(|f| f.settled))
     }
 
     /// Lock, open sled, check it against the head file, finish any move to
@@ -175,11 +184,18 @@ impl Journal {
             stored.push(event);
         }
         batch.insert(HEAD_KEY, serde_json::to_vec(&head).expect("head serialises"));
+        // Events are about to enter sled: the head file stops saying that
+        // readers may leave sled closed before they do.
+        if store.file_settled {
+            store.write_head_file(&store.head(), false)?;
+        }
         store.commit(batch)?;
-        store.write_head_file(&head)?;
-        if touched.values().any(|&ended| ended) {
+        let ended = touched.values().any(|&ended| ended);
+        if ended {
             store.finish_moves(&segments)?;
         }
+        let settled = ended && store.holds_no_events()?;
+        store.write_head_file(&head, settled)?;
         Ok(stored)
     }
 
@@ -200,6 +216,10 @@ impl Journal {
         };
         if let Some(found) = in_segment(&segments)? {
             return Ok(found);
+        }
+        if self.settled()? {
+            // It may have ended and moved since the first look.
+            return in_segment(&segments)?.ok_or_else(|| JournalError::NoSuchOperation(op.to_string()));
         }
         let store = self.open("read", &segments)?;
         let lines: Vec<Vec<u8>> = store
@@ -223,10 +243,12 @@ impl Journal {
             return Err(JournalError::NoSuchOperation(String::from("(empty id)")));
         }
         let segments = self.segments();
-        let store = self.open("read", &segments)?;
-        let mut ids: BTreeSet<OpId> = store.op_ids(OPEN)?.into_iter().collect();
-        ids.extend(store.op_ids(PENDING)?);
-        drop(store);
+        let mut ids: BTreeSet<OpId> = BTreeSet::new();
+        if !self.settled()? {
+            let store = self.open("read", &segments)?;
+            ids.extend(store.op_ids(OPEN)?);
+            ids.extend(store.op_ids(PENDING)?);
+        }
         for segment in segments.all()? {
             ids.extend(segment.entries.into_iter().map(|e| e.op));
         }
@@ -258,6 +280,9 @@ impl Journal {
 
     /// Operations with no operation-ended event (running or interrupted).
     pub fn open_operations(&self) -> Result<Vec<OperationSummary>> {
+        if self.settled()? {
+            return Ok(Vec::new());
+        }
         let segments = self.segments();
         let store = self.open("read", &segments)?;
         let open: HashSet<OpId> = store.op_ids(OPEN)?.into_iter().collect();
@@ -296,6 +321,9 @@ impl Journal {
         segments: &Segments,
         keep: impl Fn(&[Event]) -> bool,
     ) -> Result<HashMap<OpId, (u64, OperationSummary)>> {
+        if self.settled()? {
+            return Ok(HashMap::new());
+        }
         let store = self.open("read", segments)?;
         let events = store.parsed_events()?;
         drop(store);

@@ -12,6 +12,7 @@
 //! is durable). Readers take no lock: they only ever read what an index
 //! line covers, and an index line is written after the bytes it points at.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -143,14 +144,22 @@ impl Segments {
         Ok(())
     }
 
-    /// The committed index entries of one segment.
-    pub(crate) fn read_index(&self, number: u32) -> Result<Vec<IndexEntry>> {
+    /// The committed bytes of one segment's index (up to its last
+    /// newline), and its path; empty when it has no index yet.
+    fn committed_index(&self, number: u32) -> Result<(PathBuf, Vec<u8>)> {
         let path = self.index_path(number);
-        let bytes = match fs::read(&path) {
+        let mut bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io("read", &path)(e)),
         };
+        bytes.truncate(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
+        Ok((path, bytes))
+    }
+
+    /// The committed index entries of one segment.
+    pub(crate) fn read_index(&self, number: u32) -> Result<Vec<IndexEntry>> {
+        let (path, bytes) = self.committed_index(number)?;
         complete_lines(&bytes)
             .map(|(at, line)| parse_entry(line, &path, at))
             .collect()
@@ -198,6 +207,32 @@ impl Segments {
         fs::read(&path).map_err(io("read", &path))
     }
 
+    /// Which of `pending` (ended operations still in sled) are indexed
+    /// already: a move that a crash interrupted after some index lines were
+    /// durable. Only the last move can have been interrupted (every call
+    /// finishes earlier ones before appending), so its operations are the
+    /// last lines of the newest indexes: read index lines from the end,
+    /// newest segment first, and stop at the first line of another
+    /// operation. The cost follows the number of pending operations, not
+    /// the length of the history.
+    pub(crate) fn indexed_among(&self, pending: &HashSet<OpId>) -> Result<HashSet<OpId>> {
+        let mut found = HashSet::new();
+        for number in self.numbers()?.into_iter().rev() {
+            let (path, bytes) = self.committed_index(number)?;
+            let mut end = bytes.len().saturating_sub(1);
+            while end > 0 {
+                let start = memchr::memrchr(b'\n', &bytes[..end]).map_or(0, |i| i + 1);
+                let entry = parse_entry(&bytes[start..end], &path, start)?;
+                if !pending.contains(&entry.op) {
+                    return Ok(found);
+                }
+                found.insert(entry.op);
+                end = start.saturating_sub(1);
+            }
+        }
+        Ok(found)
+    }
+
     /// Where an ended operation's events are, if it is in a segment.
     pub(crate) fn find_op(&self, op: &OpId) -> Result<Option<(u32, IndexEntry)>> {
         let needle = format!("{{\"op\":\"{op}\"");
@@ -222,14 +257,8 @@ impl Segments {
         let finder = memchr::memmem::Finder::new(needle);
         let mut out = Vec::new();
         for number in self.numbers()? {
-            let path = self.index_path(number);
-            let bytes = match fs::read(&path) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("read", &path)(e)),
-            };
-            let committed = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            let bytes = &bytes[..committed];
+            let (path, bytes) = self.committed_index(number)?;
+            let bytes = &bytes[..];
             let mut last_line_start = None;
             for hit in finder.find_iter(bytes) {
                 let start = memchr::memrchr(b'\n', &bytes[..hit]).map_or(0, |i| i + 1);

@@ -44,6 +44,35 @@ impl Head {
     }
 }
 
+/// `DIR/head`: the head, and whether the journal was settled when it was
+/// written: no operation open and every event in a segment, so sled held
+/// no event. Readers that find it settled read the segments alone and
+/// never open sled (an open costs milliseconds). An append that is about
+/// to put events into sled first rewrites the file unsettled, so that a
+/// crash can never leave events in sled behind a settled head file.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct HeadFile {
+    #[serde(flatten)]
+    pub head: Head,
+    /// Absent (a head file from before this field) reads as unsettled.
+    #[serde(default)]
+    pub settled: bool,
+}
+
+impl HeadFile {
+    /// Reads `DIR/head`; `None` when there is none yet.
+    pub(crate) fn read(dir: &Path) -> Result<Option<HeadFile>> {
+        let path = dir.join("head");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| corrupt(&path, format!("is damaged: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("read", &path)(e)),
+        }
+    }
+}
+
 pub(crate) fn event_key(seq: u64) -> [u8; 9] {
     let mut key = [EVENT; 9];
     key[1..].copy_from_slice(&seq.to_be_bytes());
@@ -65,6 +94,8 @@ pub(crate) struct Store {
     /// The head as sled has it, and as the head file has it.
     pub sled_head: Option<Head>,
     pub file_head: Option<Head>,
+    /// What the head file says of sled's events (see [`HeadFile`]).
+    pub file_settled: bool,
     _lock: JournalLock,
 }
 
@@ -96,21 +127,14 @@ impl Store {
             ),
             None => None,
         };
-        let head_path = dir.join("head");
-        let file_head = match fs::read(&head_path) {
-            Ok(bytes) => Some(
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| corrupt(&head_path, format!("is damaged: {e}")))?,
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io("read", &head_path)(e)),
-        };
+        let file = HeadFile::read(dir)?;
         Ok(Store {
             db,
             dir: dir.to_path_buf(),
             sled_dir,
             sled_head,
-            file_head,
+            file_settled: file.as_ref().is_some_and(|f| f.settled),
+            file_head: file.map(|f| f.head),
             _lock: lock,
         })
     }
@@ -122,7 +146,7 @@ impl Store {
         lock_timeout: std::time::Duration,
         purpose: &str,
     ) -> Result<Store> {
-        let store = Store::open_unchecked(dir, lock_timeout, purpose)?;
+        let mut store = Store::open_unchecked(dir, lock_timeout, purpose)?;
         let sled_seq = store.sled_head.as_ref().map_or(0, |h| h.seq);
         match &store.file_head {
             Some(file) if file.seq > sled_seq => {
@@ -143,7 +167,8 @@ impl Store {
             _ => {
                 if let Some(head) = &store.sled_head {
                     if store.file_head.as_ref() != Some(head) {
-                        store.write_head_file(head)?;
+                        store.write_head_file(head, false)?;
+                        store.file_settled = false;
                     }
                 }
             }
@@ -167,10 +192,26 @@ impl Store {
     /// `DIR/head`: temp file, fsync, rename, fsync the directory. Written
     /// only after the batch it describes is durable in sled, so after a
     /// crash it is never ahead of sled unless sled lost data.
-    pub(crate) fn write_head_file(&self, head: &Head) -> Result<()> {
-        let bytes = serde_json::to_vec(head).expect("head serialises");
+    pub(crate) fn write_head_file(&self, head: &Head, settled: bool) -> Result<()> {
+        let file = HeadFile {
+            head: head.clone(),
+            settled,
+        };
+        let bytes = serde_json::to_vec(&file).expect("head serialises");
         write_replacing(&self.dir.join("head"), &bytes)?;
         sync_dir(&self.dir)
+    }
+
+    /// Whether sled holds no event and no open or pending operation: what
+    /// a settled head file promises.
+    pub(crate) fn holds_no_events(&self) -> Result<bool> {
+        for prefix in [EVENT, OPEN, PENDING] {
+            if let Some(item) = self.db.scan_prefix([prefix]).next() {
+                item.map_err(db_error(&self.sled_dir))?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The stored events in sled, by seq.
@@ -246,6 +287,7 @@ impl Store {
             return Ok(());
         }
         let events = self.parsed_events()?;
+        let indexed = segments.indexed_among(&pending.iter().cloned().collect())?;
         let mut to_write = Vec::new();
         let mut done = sled::Batch::default();
         for op in pending {
@@ -254,7 +296,7 @@ impl Store {
                 done.remove(&event_key(event.seq));
             }
             done.remove(op_key(PENDING, &op));
-            if segments.find_op(&op)?.is_some() {
+            if indexed.contains(&op) {
                 continue;
             }
             let mut images = Vec::new();

@@ -409,8 +409,14 @@ fn a_head_file_left_behind_by_a_crash_catches_up() {
 fn an_interrupted_move_is_finished_by_the_next_call() {
     let (_tmp, journal) = journal();
     import(&journal, "zones", IMG_A);
+    let head_path = journal.dir().join("head");
+    let mut head_after_a: serde_json::Value = serde_json::from_slice(&fs::read(&head_path).unwrap()).unwrap();
     let b = import(&journal, "zones", IMG_B);
     let b_lines: Vec<Vec<u8>> = export_lines(&journal).split_off(9);
+    // The head file as that append left it: marked unsettled before b's
+    // events went into sled, never rewritten after.
+    head_after_a["settled"] = json!(false);
+    fs::write(&head_path, serde_json::to_vec(&head_after_a).unwrap()).unwrap();
     // Put b back as if the process died after writing its bytes but before
     // its index line: events still in sled, marked pending, data unindexed.
     let index = journal.dir().join("segments/000001.idx");
@@ -438,6 +444,50 @@ fn an_interrupted_move_is_finished_by_the_next_call() {
     let all = export_lines(&journal);
     assert_eq!(all.len(), 18);
     assert_chained(&all);
+    assert!(journal.verify().unwrap().problems.is_empty());
+}
+
+fn head_file(journal: &Journal) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(journal.dir().join("head")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_settled_journal_is_read_without_the_lock_and_unsettles_before_sled_gets_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let journal = Journal::new(tmp.path().join("j")).with_lock_timeout(Duration::from_millis(100));
+    let a = import(&journal, "zones", IMG_A);
+    assert_eq!(head_file(&journal)["settled"], json!(true), "nothing open, all in segments");
+
+    // Readers of a settled journal need neither the lock nor sled.
+    let held = hold_lock(journal.dir(), "pid 1: test");
+    assert_eq!(journal.operations_for_image(IMG_A).unwrap().len(), 1);
+    assert_eq!(journal.operations().unwrap().len(), 1);
+    assert!(journal.open_operations().unwrap().is_empty());
+    assert_eq!(journal.resolve(&a.as_str()[..16]).unwrap(), a);
+    assert_eq!(journal.operation_events(&a).unwrap().len(), 9);
+    drop(held);
+
+    // A refused append puts nothing into sled and leaves it settled.
+    assert!(journal.append(vec![ended(&a, "succeeded")]).is_err());
+    assert_eq!(head_file(&journal)["settled"], json!(true));
+
+    // An operation begins: the head file says unsettled before its events
+    // are in sled, so readers open sled and see it (and wait for the lock).
+    let b = Journal::new_op_id();
+    journal.append(vec![begun(&b, "import", &[IMG_B])]).unwrap();
+    assert_eq!(head_file(&journal)["settled"], json!(false));
+    assert_eq!(journal.open_operations().unwrap().len(), 1);
+    let held = hold_lock(journal.dir(), "pid 1: test");
+    assert!(matches!(journal.open_operations().unwrap_err(), JournalError::Locked { .. }));
+    drop(held);
+
+    // Still unsettled while another operation is open after one ends.
+    let c = import(&journal, "zones", IMG_A);
+    assert_eq!(head_file(&journal)["settled"], json!(false));
+    assert_eq!(journal.operation_events(&c).unwrap().len(), 9);
+    journal.append(vec![ended(&b, "failed")]).unwrap();
+    assert_eq!(head_file(&journal)["settled"], json!(true));
+    assert_eq!(journal.operations().unwrap().len(), 3);
     assert!(journal.verify().unwrap().problems.is_empty());
 }
 

@@ -19,7 +19,7 @@
 //! its origin snapshot's guid), so a crash between those writes never shows
 //! a wrong origin.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -256,30 +256,42 @@ fn already_exists(what: &str, name: &str) -> Error {
     Error::internal(format!("cannot {what} '{name}': dataset already exists"))
 }
 
-/// The origin of `record`: its recorded origin when that snapshot exists with
-/// the stream's fromguid, else the snapshot in the pool that has that guid
-/// (after a crash between record writes), else the recorded string.
-fn resolve_origin(record: &DatasetRecord, records: &BTreeMap<DatasetName, DatasetRecord>) -> Option<String> {
-    if record.fromguid == 0 {
-        return record.origin.clone();
-    }
-    let snapshot_named = |full: &str| {
-        records.iter().find_map(|(ds, r)| {
-            let (ds_name, snap) = full.split_once('@')?;
-            (ds.to_string() == ds_name).then_some(())?;
-            r.snapshots.iter().find(|s| s.name.as_str() == snap)
-        })
-    };
-    if let Some(origin) = &record.origin {
-        if snapshot_named(origin).is_some_and(|s| s.guid == record.fromguid) {
-            return Some(origin.clone());
-        }
-    }
-    find_snapshot_by_guid(records, record.fromguid).or_else(|| record.origin.clone())
+/// Every snapshot of a pool's records by full name and by guid, built once
+/// so that resolving each record's origin is a lookup, not a pass over all
+/// records (`list` resolves every record's).
+struct SnapshotIndex {
+    guid_of: HashMap<String, u64>,
+    /// The first snapshot with each guid, in dataset order.
+    named: HashMap<u64, String>,
 }
 
-fn find_snapshot_by_guid(records: &BTreeMap<DatasetName, DatasetRecord>, guid: u64) -> Option<String> {
-    records.iter().find_map(|(ds, r)| r.snapshots.iter().find(|s| s.guid == guid).map(|s| ds.snapshot(&s.name)))
+impl SnapshotIndex {
+    fn new(records: &BTreeMap<DatasetName, DatasetRecord>) -> SnapshotIndex {
+        let mut index = SnapshotIndex { guid_of: HashMap::new(), named: HashMap::new() };
+        for (dataset, record) in records {
+            for snapshot in &record.snapshots {
+                let name = dataset.snapshot(&snapshot.name);
+                index.named.entry(snapshot.guid).or_insert_with(|| name.clone());
+                index.guid_of.entry(name).or_insert(snapshot.guid);
+            }
+        }
+        index
+    }
+
+    /// The origin of `record`: its recorded origin when that snapshot exists
+    /// with the stream's fromguid, else the snapshot in the pool that has that
+    /// guid (after a crash between record writes), else the recorded string.
+    fn origin_of(&self, record: &DatasetRecord) -> Option<String> {
+        if record.fromguid == 0 {
+            return record.origin.clone();
+        }
+        if let Some(origin) = &record.origin {
+            if self.guid_of.get(origin) == Some(&record.fromguid) {
+                return Some(origin.clone());
+            }
+        }
+        self.named.get(&record.fromguid).cloned().or_else(|| record.origin.clone())
+    }
 }
 
 fn is_exdev(e: &Error) -> bool {
@@ -305,12 +317,13 @@ impl Pool for DirPool {
 
     fn entries(&self) -> Result<Vec<DatasetEntry>> {
         let records = self.load_all()?;
+        let snapshots = SnapshotIndex::new(&records);
         let mut entries = Vec::new();
         for (dataset, record) in &records {
             entries.push(DatasetEntry {
                 name: dataset.to_string(),
                 kind: EntryKind::Filesystem,
-                origin: resolve_origin(record, &records),
+                origin: snapshots.origin_of(record),
                 mountpoint: None,
                 ignore: None,
             });
@@ -384,7 +397,9 @@ impl Pool for DirPool {
                 (Some(origin.snapshot(&final_)), Some(snap.guid))
             }
             None if begin.is_incremental() => {
-                let found = find_snapshot_by_guid(&records, begin.fromguid)
+                let found = SnapshotIndex::new(&records)
+                    .named
+                    .remove(&begin.fromguid)
                     .ok_or_else(|| no_origin(format!("no snapshot has guid {}", begin.fromguid)))?;
                 (Some(found), Some(begin.fromguid))
             }
@@ -516,10 +531,11 @@ impl Pool for DirPool {
         let mut records = self.load_all()?;
         let record = records.get(dataset).cloned().ok_or_else(|| no_such_dataset(dataset))?;
         let own: Vec<String> = record.snapshots.iter().map(|s| dataset.snapshot(&s.name)).collect();
+        let snapshots = SnapshotIndex::new(&records);
         let clones: Vec<String> = records
             .iter()
             .filter(|(name, _)| *name != dataset)
-            .filter(|(_, r)| resolve_origin(r, &records).is_some_and(|o| own.contains(&o)))
+            .filter(|(_, r)| snapshots.origin_of(r).is_some_and(|o| own.contains(&o)))
             .map(|(name, _)| name.to_string())
             .collect();
         if !clones.is_empty() {

@@ -214,7 +214,11 @@ impl ImgapiClient {
     fn json_answer(&self, response: Response) -> Result<Value> {
         let status = response.status();
         let body = self.read_body(response)?;
-        serde_json::from_slice(&body).map_err(|_| {
+        self.parse_json(status, &body)
+    }
+
+    fn parse_json(&self, status: StatusCode, body: &[u8]) -> Result<Value> {
+        serde_json::from_slice(body).map_err(|_| {
             let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).into_owned();
             self.transport_error(format!("statusCode {}, response not JSON: {text}", status.as_u16()))
         })
@@ -232,36 +236,74 @@ impl ImgapiClient {
     /// Every (active) image, paged as the official client pages: the first
     /// request without limit or marker, then `marker=LAST&limit=1000` (the
     /// marker image comes back first and is dropped), until a short or empty
-    /// page or a marker that does not advance.
+    /// page or a marker that does not advance. Building a page's manifests
+    /// costs about as much as waiting for the page, so each page is parsed
+    /// on its own thread while the next one is fetched.
     pub fn list_images(&self) -> Result<Vec<Manifest>> {
-        let mut all: Vec<Value> = Vec::new();
-        let mut page = self.get_list(&[])?;
-        loop {
-            let full = page.len() >= PAGE_LIMIT;
-            let marker_before = all.last().and_then(uuid_of).map(str::to_string);
-            let mut items = page.into_iter();
-            let mut first = items.next();
-            if first.as_ref().and_then(uuid_of).map(str::to_string) == marker_before && marker_before.is_some() {
-                first = None;
+        std::thread::scope(|scope| {
+            let mut parsing = Vec::new();
+            let mut marker_before: Option<String> = None;
+            let mut page = self.get_page(&[])?;
+            loop {
+                let full = page.len >= PAGE_LIMIT;
+                let skip_first = marker_before.is_some() && page.first == marker_before;
+                let marker = if page.len > usize::from(skip_first) { page.last.clone() } else { marker_before.clone() };
+                let items = page.items;
+                parsing.push(scope.spawn(move || self.manifests(items, skip_first)));
+                if !full || marker.is_none() || marker == marker_before {
+                    break;
+                }
+                page = self.get_page(&[("marker", marker.clone().unwrap_or_default()), ("limit", PAGE_LIMIT.to_string())])?;
+                marker_before = marker;
+                if page.len == 0 {
+                    break;
+                }
             }
-            all.extend(first.into_iter().chain(items));
-            let marker = all.last().and_then(uuid_of).map(str::to_string);
-            if !full || marker.is_none() || marker == marker_before {
-                break;
+            let mut all = Vec::new();
+            for handle in parsing {
+                all.extend(handle.join().map_err(|_| Error::internal("a thread parsing an image list panicked"))??);
             }
-            page = self.get_list(&[("marker", marker.unwrap_or_default()), ("limit", PAGE_LIMIT.to_string())])?;
-            if page.is_empty() {
-                break;
-            }
-        }
-        all.into_iter().map(Manifest::from_value).collect()
+            Ok(all)
+        })
     }
 
-    fn get_list(&self, query: &[(&str, String)]) -> Result<Vec<Value>> {
-        match self.get_json("/images", query)? {
-            Value::Array(items) => Ok(items),
-            other => Err(self.transport_error(format!("ListImages answered a non-array: {other}"))),
+    /// One page of ListImages, with the uuids paging needs read first.
+    fn get_page(&self, query: &[(&str, String)]) -> Result<Page> {
+        let request = self.request(reqwest::Method::GET, "/images", query).header("accept", "application/json");
+        let response = self.send(request)?;
+        let status = response.status();
+        let body = self.read_body(response)?;
+        // Only each image's uuid, every other field skipped unbuilt.
+        #[derive(serde::Deserialize)]
+        struct UuidOnly {
+            uuid: Option<Value>,
         }
+        if let Ok(outline) = serde_json::from_slice::<Vec<UuidOnly>>(&body) {
+            let uuid = |item: Option<&UuidOnly>| item.and_then(|i| i.uuid.as_ref()?.as_str().map(str::to_string));
+            return Ok(Page {
+                len: outline.len(),
+                first: uuid(outline.first()),
+                last: uuid(outline.last()),
+                items: PageItems::Unparsed(body),
+            });
+        }
+        // Anything else (not an array of objects, a repeated key) is parsed
+        // whole here: its errors are the ones to report.
+        let items = match self.parse_json(status, &body)? {
+            Value::Array(items) => items,
+            other => return Err(self.transport_error(format!("ListImages answered a non-array: {other}"))),
+        };
+        let uuid = |item: Option<&Value>| item.and_then(uuid_of).map(str::to_string);
+        Ok(Page { len: items.len(), first: uuid(items.first()), last: uuid(items.last()), items: PageItems::Parsed(items) })
+    }
+
+    fn manifests(&self, items: PageItems, skip_first: bool) -> Result<Vec<Manifest>> {
+        let items = match items {
+            PageItems::Parsed(items) => items,
+            PageItems::Unparsed(body) => serde_json::from_slice::<Vec<Value>>(&body)
+                .map_err(|e| self.transport_error(format!("ListImages answer could not be read: {e}")))?,
+        };
+        items.into_iter().skip(usize::from(skip_first)).map(Manifest::from_value).collect()
     }
 
     /// `GET /images/UUID`; `None` when the server says 404.
@@ -403,6 +445,20 @@ pub struct FileUpload {
     pub sha1: String,
     pub compression: String,
     pub dataset_guid: Option<String>,
+}
+
+/// A ListImages page: its length, first and last uuid, and its images.
+struct Page {
+    len: usize,
+    first: Option<String>,
+    last: Option<String>,
+    items: PageItems,
+}
+
+enum PageItems {
+    /// Known to be an array of objects, not built yet.
+    Unparsed(Vec<u8>),
+    Parsed(Vec<Value>),
 }
 
 fn uuid_of(manifest: &Value) -> Option<&str> {

@@ -8,15 +8,32 @@ use crate::error::{Error, Result};
 use crate::ids::{ImageUuid, PoolName};
 use crate::images::{ImageInfo, PoolImages};
 
+/// Below this many images a second thread costs more than it saves.
+const IMAGES_PER_THREAD: usize = 64;
+
 /// Every image on every imported pool of the driver (or on `only`).
+/// Reading and parsing the manifest cache files is most of `list`'s work,
+/// so it is spread over the cores; the order stays the pools' order.
 pub fn installed_images(cx: &Context, only: Option<&PoolName>) -> Result<Vec<ImageInfo>> {
-    let mut infos = Vec::new();
-    for scan in cx.scan_pools(only)? {
-        for uuid in scan.images.keys() {
-            infos.push(scan.info(&cx.state, cx.driver, *uuid));
+    let scans = cx.scan_pools(only)?;
+    let wanted: Vec<(&PoolImages, ImageUuid)> =
+        scans.iter().flat_map(|scan| scan.images.keys().map(move |uuid| (scan, *uuid))).collect();
+    let read = |part: &[(&PoolImages, ImageUuid)]| -> Vec<ImageInfo> {
+        part.iter().map(|(scan, uuid)| scan.info(&cx.state, cx.driver, *uuid)).collect()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(wanted.len() / IMAGES_PER_THREAD).max(1);
+    let chunk = wanted.len().div_ceil(threads).max(1);
+    let mut parts = wanted.chunks(chunk);
+    let first = parts.next().unwrap_or_default();
+    std::thread::scope(|scope| {
+        let others: Vec<_> = parts.map(|part| scope.spawn(move || read(part))).collect();
+        let mut infos = read(first);
+        for other in others {
+            infos.extend(other.join().map_err(|_| Error::internal("a thread reading the manifest cache panicked"))?);
         }
-    }
-    Ok(infos)
+        Ok(infos)
+    })
 }
 
 /// The pool that holds `uuid`: `-P` when given, else the first imported

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! imgapi-test-server [--port PORT] [--channels DEFAULT[,OTHER...]]
-//!                    [--honour-range] [--page-limit N] DIR
+//!                    [--honour-range] [--page-limit N] [--generate N] DIR
 //! ```
 //!
 //! Every `NAME.imgmanifest` in DIR becomes an active image whose file is
@@ -10,7 +10,9 @@
 //! them: `NAME.imgmanifest` + `NAME.zfs.gz`); a manifest without such a
 //! file is served unactivated. The compression comes from the manifest's
 //! `files[0].compression`, else from the file's extension. Files are held
-//! in memory. Prints `listening on http://127.0.0.1:PORT` once serving.
+//! in memory. `--generate N` adds N small generated images besides (for
+//! the `avail` benchmark: bench/run), published one second apart. Prints
+//! `listening on http://127.0.0.1:PORT` once serving.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,13 +22,14 @@ use imgadm_tests::imgapi_server::{Channel, FileCompression, TestImgapi};
 use serde_json::Value;
 
 const USAGE: &str = "usage: imgapi-test-server [--port PORT] [--channels DEFAULT[,OTHER...]] \
-                     [--honour-range] [--page-limit N] DIR";
+                     [--honour-range] [--page-limit N] [--generate N] DIR";
 
 struct Options {
     port: u16,
     channels: Vec<String>,
     honour_range: bool,
     page_limit: Option<usize>,
+    generate: usize,
     dir: PathBuf,
 }
 
@@ -59,6 +62,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
     let mut channels = Vec::new();
     let mut honour_range = false;
     let mut page_limit = None;
+    let mut generate = 0;
     let mut dir = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
@@ -77,6 +81,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                         .map_err(|_| "--page-limit needs a number".to_string())?,
                 )
             }
+            "--generate" => {
+                generate = value("--generate")?
+                    .parse()
+                    .map_err(|_| "--generate needs a number".to_string())?
+            }
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             path if dir.is_none() => dir = Some(PathBuf::from(path)),
             extra => return Err(format!("unexpected argument {extra}")),
@@ -88,6 +97,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         channels,
         honour_range,
         page_limit,
+        generate,
         dir,
     })
 }
@@ -115,12 +125,31 @@ fn run(options: &Options) -> Result<(), String> {
     for manifest_path in &manifests {
         load_image(&server, manifest_path)?;
     }
+    for index in 0..options.generate {
+        server.add_image(generated_manifest(index), vec![b'x'], FileCompression::Uncompressed);
+    }
 
     println!("listening on {}", server.url());
     loop {
         // The server runs on its own thread until the process is killed.
         std::thread::park();
     }
+}
+
+/// A manifest like a real image's, different for each `index`.
+fn generated_manifest(index: usize) -> Value {
+    let published = chrono::DateTime::UNIX_EPOCH + chrono::Duration::seconds(1_700_000_000 + index as i64);
+    serde_json::json!({
+        "uuid": format!("{index:08x}-0000-4000-8000-{index:012x}"),
+        "name": format!("generated-{}", index % 100),
+        "version": format!("1.0.{index}"),
+        "description": "A generated image for the avail benchmark",
+        "published_at": published.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "type": "zone-dataset",
+        "os": "smartos",
+        "requirements": {"min_platform": {"7.0": "20240101T000000Z"}},
+        "tags": {"role": "os", "group": format!("g{}", index % 7)},
+    })
 }
 
 fn load_image(server: &TestImgapi, manifest_path: &Path) -> Result<(), String> {
