@@ -547,10 +547,10 @@ impl<R: Read> ValidatingReader<R> {
             | record_type::FREE
             | record_type::WRITE_BYREF
             | record_type::SPILL
-            | record_type::WRITE_EMBEDDED => {
-                if object >= MAX_OBJECT {
-                    return Err(self.fail(at, format!("object number {object} is over the {MAX_OBJECT} limit")));
-                }
+            | record_type::WRITE_EMBEDDED
+                if object >= MAX_OBJECT =>
+            {
+                return Err(self.fail(at, format!("object number {object} is over the {MAX_OBJECT} limit")));
             }
             _ => {}
         }
