@@ -41,6 +41,7 @@ pub mod manifest;
 pub mod operation;
 pub mod pipeline;
 pub mod pool;
+pub mod readahead;
 pub mod recovery;
 pub mod report;
 pub mod source;

@@ -4,7 +4,9 @@
 //! create before anything is received), and the stream goes to the pool's
 //! receive. No second read of the file, no copy of the whole stream in
 //! memory: memory stays flat whatever the image size. Reading and hashing,
-//! decompressing and receiving run in one pass.
+//! decompressing and receiving run on three threads ([`ReadAhead`]), so
+//! on a host with cores to spare the pass takes as long as its slowest
+//! stage (usually the receive), not the sum of the three.
 
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use crate::failpoint::{self, When};
 use crate::ids::DatasetName;
 use crate::operation::Operation;
 use crate::pool::{DriverKind, Received};
+use crate::readahead::ReadAhead;
 use crate::report::Progress;
 use crate::steps::{self, ReceivePlan, RECV};
 use crate::zstream;
@@ -111,8 +114,9 @@ impl<R> VerifyingReader<R> {
 }
 
 /// Counts the stream bytes the receive has taken, for `recv:during`: it
-/// fires on this side of the read-ahead threads, once the receive itself
-/// has begun and moved the bytes.
+/// fires on the receive's side of the read-ahead threads (which may have
+/// read a small image whole before the receive starts), once the receive
+/// itself has moved the bytes.
 struct ReceiveCounter<R> {
     inner: R,
     passed: u64,
@@ -170,9 +174,14 @@ pub fn run(
         result: result.clone(),
         progress: cx.reporter.progress(&title, files0.size),
     };
-    // One thread: a read-ahead version exposed a zfs-fuse hang on a cut
-    // stream (docs/performance.md).
-    let mut decoded = compression::decoder(compression, Box::new(verifier));
+    // Reading and hashing the file (and, for import, the download), and
+    // decompressing it, each run on a thread of their own; the receive
+    // stays on this one.
+    let verified = ReadAhead::start("read", Box::new(verifier))?;
+    let mut decoded: Box<dyn Read + Send> = match compression {
+        Compression::None => Box::new(verified),
+        _ => Box::new(ReadAhead::start("decompress", compression::decoder(compression, Box::new(verified)))?),
+    };
 
     let mut header = [0u8; zstream::RECORD_LEN];
     decoded.read_exact(&mut header).map_err(|e| match e.kind() {
@@ -225,6 +234,9 @@ pub fn run(
             None => Err(Error::internal("the image file was not read to its end")),
         }
     });
+    // The stages stop (and the download thread with them) before anything
+    // is cleaned up or retried.
+    drop(stream);
     let error = match outcome {
         Ok(done) => return Ok(done),
         Err(error) => error,

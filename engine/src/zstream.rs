@@ -95,6 +95,12 @@ const MAX_BLOCK_PAYLOAD: u64 = 16 << 20;
 const MAX_BONUS_PAYLOAD: u64 = 64 << 10;
 /// `BPE_PAYLOAD_SIZE`: the most data a block pointer embeds.
 const MAX_EMBEDDED_PAYLOAD: u64 = 112;
+/// `DN_MAX_OBJECT` (`1 << DN_MAX_OBJECT_SHIFT`): no object number reaches it.
+/// zfs-fuse's receive never returns on a FREEOBJECTS record that starts
+/// beyond it (its `restore_freeobjects` loop shifts the object number left
+/// by 9 bits, which wraps, so the loop never ends and the daemon spins
+/// holding its locks), so such records must never reach `zfs receive`.
+const MAX_OBJECT: u64 = 1 << 48;
 
 /// What a stream's BEGIN record says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -470,6 +476,7 @@ impl<R: Read> ValidatingReader<R> {
 
         let header = self.header;
         let h = &header[..];
+        self.check_object_numbers(at, drr_type, h)?;
         let payload = match drr_type {
             record_type::BEGIN => return Err(self.fail(at, "a second BEGIN record".to_string())),
             record_type::END => {
@@ -519,6 +526,34 @@ impl<R: Read> ValidatingReader<R> {
             other => return Err(self.fail(at, format!("unknown record type {other}"))),
         };
         self.state = State::EmitHeader { payload, is_end: false };
+        Ok(())
+    }
+
+    /// Every record about objects names one below [`MAX_OBJECT`] (its
+    /// `drr_object`, or FREEOBJECTS' `drr_firstobj`), and a FREEOBJECTS
+    /// range does not wrap around.
+    fn check_object_numbers(&mut self, at: u64, drr_type: u32, h: &[u8]) -> io::Result<()> {
+        let object = self.order.u64(h, 8);
+        match drr_type {
+            record_type::FREEOBJECTS => {
+                let count = self.order.u64(h, 16);
+                if object >= MAX_OBJECT || object.checked_add(count).is_none() {
+                    let what = format!("FREEOBJECTS of {count} objects from object {object}: no such objects");
+                    return Err(self.fail(at, what));
+                }
+            }
+            record_type::OBJECT
+            | record_type::WRITE
+            | record_type::FREE
+            | record_type::WRITE_BYREF
+            | record_type::SPILL
+            | record_type::WRITE_EMBEDDED
+                if object >= MAX_OBJECT =>
+            {
+                return Err(self.fail(at, format!("object number {object} is over the {MAX_OBJECT} limit")));
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -975,6 +1010,28 @@ mod tests {
         let mut data = base.clone();
         data[object] = 99;
         assert!(expect_invalid(&data, None).contains("unknown record type"));
+    }
+
+    #[test]
+    fn object_numbers_past_the_last_possible_object_are_refused() {
+        let base = gunzip(BASE_GZ);
+        let recs = records(&base);
+        // The record a corrupt gzip of the example decodes to (one byte
+        // lost before it): zfs-fuse spins forever on it.
+        let free_objects = recs.iter().rfind(|r| r.1 == record_type::FREEOBJECTS).unwrap().0;
+        let mut data = base.clone();
+        data[free_objects + 8..free_objects + 16].copy_from_slice(&0xe000_0000_0000_0002u64.to_le_bytes());
+        let msg = expect_invalid(&data, None);
+        assert!(msg.contains("FREEOBJECTS") && msg.contains("no such objects"), "{msg}");
+        // A range that wraps around.
+        let mut data = base.clone();
+        data[free_objects + 16..free_objects + 24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(expect_invalid(&data, None).contains("no such objects"));
+        // An object record.
+        let write = recs.iter().find(|r| r.1 == record_type::WRITE).unwrap().0;
+        let mut data = base.clone();
+        data[write + 8..write + 16].copy_from_slice(&MAX_OBJECT.to_le_bytes());
+        assert!(expect_invalid(&data, None).contains("over the"));
     }
 
     #[test]
