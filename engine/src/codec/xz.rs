@@ -69,7 +69,7 @@ impl<R: Read> XzMtDecoder<R> {
             self.source.consume(zeros);
             padding += zeros;
             if at_end || more {
-                if padding % 4 != 0 {
+                if !padding.is_multiple_of(4) {
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "the padding after an xz stream is not a multiple of four bytes"));
                 }
                 if more {
