@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Output};
 
 use imgadm_engine::ids::{DatasetName, PoolName, SnapName};
-use imgadm_engine::pool::zfs::ZfsPool;
+use imgadm_engine::pool::zfs::{MountLock, ZfsPool};
 use tempfile::TempDir;
 
 /// Every test pool's name starts with this; `scripts/zfs-env` knows it.
@@ -198,6 +198,7 @@ fn path_text(path: &Path) -> String {
 }
 
 fn output(program: &str, args: &[&str]) -> Output {
+    let _mount_lock = MountLock::for_command(program, args);
     let out = Command::new(program)
         .args(args)
         .output()

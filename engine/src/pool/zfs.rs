@@ -11,6 +11,7 @@
 //! its mount ("dataset is busy"); unmounting makes it work (within ~100 ms),
 //! so that is what a busy answer leads to, never a wait for the busy spell.
 
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -19,12 +20,14 @@ use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{Flock, FlockArg};
+
 use crate::error::{Error, Result};
 use crate::ids::{DatasetName, PoolName, SnapName};
 use crate::pool::{DatasetEntry, DriverKind, EntryKind, KeepMode, Pool, Received, Snapshot};
 
 pub const ZFS: &str = "zfs";
-const ZPOOL: &str = "zpool";
+pub const ZPOOL: &str = "zpool";
 
 /// How much of the stream is handed to `zfs receive` per write.
 const RECEIVE_BUFFER_BYTES: usize = 1 << 20;
@@ -35,6 +38,58 @@ const RECEIVE_BUFFER_BYTES: usize = 1 << 20;
 /// `SETTLE_LIMIT`. Illumos and OpenZFS never get here.
 const SETTLE_POLL: Duration = Duration::from_millis(50);
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// The host-wide lock file of [`MountLock`].
+pub const MOUNT_LOCK_PATH: &str = "/var/run/imgadm.zfs-mount.lock";
+
+/// Held while a `zfs`/`zpool` command that can mount a file system runs.
+///
+/// zfs-fuse hangs every file system it serves when two mounts begin at
+/// once: it announces a new mount to its FUSE listener in two writes on one
+/// pipe, two announcements interleave, and the listener, reading part of a
+/// path as a length, blocks on the pipe forever while holding the mutex
+/// every FUSE request needs (seen in a test run: `read(fd, n=959865872)`).
+/// One host-wide lock keeps mounts one at a time; with a kernel ZFS it
+/// costs an flock. The tests' own zfs commands take it too.
+pub struct MountLock {
+    _lock: Option<Flock<File>>,
+}
+
+impl MountLock {
+    /// Takes the lock if `program args` can mount, waiting for it. Best
+    /// effort: where the lock file cannot be opened, nothing is held.
+    pub fn for_command(program: &str, args: &[&str]) -> MountLock {
+        if !can_mount(program, args) {
+            return MountLock { _lock: None };
+        }
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(MOUNT_LOCK_PATH);
+        let lock = match file {
+            Ok(file) => Flock::lock(file, FlockArg::LockExclusive).ok(),
+            Err(e) => {
+                tracing::debug!(path = MOUNT_LOCK_PATH, error = %e, "mount lock unavailable");
+                None
+            }
+        };
+        MountLock { _lock: lock }
+    }
+}
+
+/// Whether the command can mount a file system: `zfs mount`, `create`,
+/// `clone`, `rename` and `rollback` (a dataset may be remounted), `set` and
+/// `inherit` (a mountpoint), `receive` without `-u`, `zpool create` and
+/// `import`.
+fn can_mount(program: &str, args: &[&str]) -> bool {
+    let subcommand = args.first().copied().unwrap_or_default();
+    match program {
+        ZFS => match subcommand {
+            "mount" | "create" | "clone" | "rename" | "rollback" | "promote" | "set" | "inherit" => true,
+            "receive" | "recv" => !args.contains(&"-u"),
+            _ => false,
+        },
+        ZPOOL => matches!(subcommand, "create" | "import"),
+        _ => false,
+    }
+}
 
 /// Whether a `zfs` command exists on PATH (the default driver is zfs then).
 pub fn zfs_available() -> bool {
@@ -96,6 +151,8 @@ impl ZfsCommand {
 
     /// Runs the command to its end, whatever its exit status.
     fn output(&self) -> Result<Output> {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let _mount_lock = MountLock::for_command(self.program, &args);
         let started = Instant::now();
         let out = self
             .command()
@@ -643,6 +700,20 @@ fn parse_snapshot_properties(dataset: &DatasetName, stdout: &str) -> Result<Vec<
 mod tests {
     use super::*;
     use crate::ids::ImageUuid;
+
+    #[test]
+    fn only_commands_that_can_mount_take_the_mount_lock() {
+        assert!(can_mount(ZFS, &["mount", "zones/a"]));
+        assert!(can_mount(ZFS, &["clone", "-o", "mountpoint=/m", "zones/a@final", "zones/b"]));
+        assert!(can_mount(ZFS, &["rollback", "zones/a@s"]));
+        assert!(can_mount(ZFS, &["receive", "zones/a"]));
+        assert!(can_mount(ZPOOL, &["import", "zones"]));
+        assert!(!can_mount(ZFS, &["receive", "-u", "zones/a"]), "a long receive must not hold mounts up");
+        assert!(!can_mount(ZFS, &["list", "-H"]));
+        assert!(!can_mount(ZFS, &["destroy", "-r", "zones/a"]));
+        assert!(!can_mount(ZPOOL, &["list"]));
+        assert!(!can_mount(ZFS, &[]));
+    }
 
     fn dataset() -> DatasetName {
         let pool = PoolName::parse("zones").unwrap();

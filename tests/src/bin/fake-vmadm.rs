@@ -16,6 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
+use imgadm_engine::pool::zfs::MountLock;
 use serde_json::{json, Map, Value};
 
 fn main() -> ExitCode {
@@ -208,6 +209,7 @@ impl Vm {
 }
 
 fn zfs(args: &[&str]) -> Result<String, String> {
+    let _mount_lock = MountLock::for_command("zfs", args);
     let out = Command::new("zfs").args(args).output().map_err(|e| format!("cannot run zfs: {e}"))?;
     if !out.status.success() {
         return Err(format!("zfs {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
