@@ -92,22 +92,37 @@ pub struct Operation<'a> {
 }
 
 impl<'a> Operation<'a> {
-    /// Starts a new operation: takes its lock, then writes "operation begun".
+    /// Starts a new operation: takes its lock, then writes "operation
+    /// begun". Its first steps, when they are checks without an effect of
+    /// their own (`validate`, `lock`, `plan` ...: see `checked`), go in the
+    /// same journal write: one journal cycle instead of one per step. Their
+    /// failpoints fire in order once that write is durable.
     pub fn begin(
         state: &'a StateDir,
         journal: &'a Journal,
         invocation: &Invocation,
         verb: &str,
         images: &[String],
+        checked: Vec<(&str, Value)>,
     ) -> Result<Operation<'a>> {
         let id = Journal::new_op_id();
         let lock = OpLock::try_take(state, &id.to_string())?
             .ok_or_else(|| Error::internal(format!("operation lock of new operation {id} is taken")))?;
-        journal.append(vec![NewEvent {
-            op: id.clone(),
-            kind: EventKind::OperationBegun,
-            step: None,
-            data: json!({
+        let mut op = Operation {
+            state,
+            journal,
+            id: id.clone(),
+            verb: verb.to_string(),
+            images: images.to_vec(),
+            lock: Some(lock),
+            pending: Vec::new(),
+            steps: HashMap::new(),
+            order: Vec::new(),
+        };
+        let mut events = vec![(
+            EventKind::OperationBegun,
+            None,
+            json!({
                 "verb": verb,
                 "argv": invocation.argv,
                 "user": invocation.user,
@@ -117,18 +132,17 @@ impl<'a> Operation<'a> {
                 "host": invocation.host,
                 "images": images,
             }),
-        }])?;
-        Ok(Operation {
-            state,
-            journal,
-            id,
-            verb: verb.to_string(),
-            images: images.to_vec(),
-            lock: Some(lock),
-            pending: Vec::new(),
-            steps: HashMap::new(),
-            order: Vec::new(),
-        })
+        )];
+        for (step, data) in &checked {
+            events.push((EventKind::StepBegun, Some(*step), data.clone()));
+            events.push((EventKind::StepDone, Some(*step), data.clone()));
+        }
+        op.append(events)?;
+        for (step, _) in checked {
+            failpoint::step_begun(step);
+            failpoint::check(step, When::After);
+        }
+        Ok(op)
     }
 
     /// Takes over an interrupted operation: its lock (refused at once when a

@@ -43,7 +43,7 @@ pub fn interrupted_for(cx: &Context, verb: &str, image: ImageUuid) -> Result<Opt
 /// bad uuid, missing origin): an operation with one failed step.
 pub fn record_refusal(cx: &Context, verb: &str, input: &Path, step: &str, error: Error) -> Error {
     let recorded = (|| -> Result<()> {
-        let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, verb, &[])?;
+        let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, verb, &[], Vec::new())?;
         op.begun(step, serde_json::json!({"input": input.display().to_string()}))?;
         op.failed(step, None, &error)?;
         op.end(Outcome::Failed, Some(&error))

@@ -233,11 +233,8 @@ pub fn create(cx: &Context, args: &CreateArgs) -> Result<Created> {
         Err(e) => return Err(refuse("check", e)),
     };
     let locks = lock::lock_images(&cx.state, &found.lock_wants(), cx.reporter.as_ref())?;
-    let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "create", &[vm_text, image.to_string()])?;
-    op.checked(
-        "lock",
-        json!({"image": image.to_string(), "vm": args.vm.to_string(), "locks": crate::verbs::install::lock_names(&locks), "request": request}),
-    )?;
+    let lock = json!({"image": image.to_string(), "vm": args.vm.to_string(), "locks": crate::verbs::install::lock_names(&locks), "request": request});
+    let op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "create", &[vm_text, image.to_string()], vec![("lock", lock)])?;
     finish(op, cx, &request, locks)
 }
 

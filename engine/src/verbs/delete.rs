@@ -28,10 +28,10 @@ pub fn delete(cx: &Context, pool_name: &PoolName, uuid: ImageUuid) -> Result<()>
         return Err(Error::ImageNotInstalled { uuid: uuid.to_string(), pool: pool_name.to_string() });
     }
     let locks = lock::lock_images(&cx.state, &[(uuid, LockMode::Exclusive)], cx.reporter.as_ref())?;
-    let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "delete", &[uuid.to_string()])?;
     // The dataset is recorded from the first step on, so a delete
     // interrupted before its check can still be resumed.
-    op.checked("lock", json!({"image": uuid.to_string(), "dataset": dataset.to_string()}))?;
+    let lock = json!({"image": uuid.to_string(), "dataset": dataset.to_string()});
+    let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "delete", &[uuid.to_string()], vec![("lock", lock)])?;
     match delete_one(&mut op, cx, pool.as_ref(), uuid) {
         Ok(()) => {
             op.checked("unlock", json!({"image": uuid.to_string()}))?;

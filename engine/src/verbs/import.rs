@@ -96,7 +96,7 @@ pub fn import(cx: &Context, args: &ImportArgs) -> Result<()> {
     }
     let specs = source::effective(&cx.config, &args.sources, args.channel.as_deref())?;
     let clients = source::imgapi_clients(&cx.config, &specs)?;
-    let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "import", &[uuid.to_string()])?;
+    let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "import", &[uuid.to_string()], Vec::new())?;
     let planned = resolve(&mut op, cx, pool.as_ref(), uuid, &clients)
         .and_then(|resolved| plan_and_lock(&mut op, cx, pool.as_ref(), uuid, resolved, true));
     match planned {

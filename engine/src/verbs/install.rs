@@ -134,10 +134,11 @@ pub fn install(cx: &Context, args: &InstallArgs) -> Result<()> {
             Operation::take_over(&cx.state, &cx.journal, &cx.invocation, &id, "resume")?
         }
         None => {
-            let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "install", &[uuid.to_string()])?;
-            op.checked("validate", validate_data(&validated, &args.manifest, &args.file, pool.as_ref()))?;
-            op.checked("lock", json!({"image": uuid.to_string(), "locks": lock_names(&locks)}))?;
-            op
+            let checked = vec![
+                ("validate", validate_data(&validated, &args.manifest, &args.file, pool.as_ref())),
+                ("lock", json!({"image": uuid.to_string(), "locks": lock_names(&locks)})),
+            ];
+            Operation::begin(&cx.state, &cx.journal, &cx.invocation, "install", &[uuid.to_string()], checked)?
         }
     };
     cx.info(&format!("Installing image {title}"));

@@ -74,7 +74,7 @@ pub fn publish(cx: &Context, args: &PublishArgs) -> Result<()> {
             let job = recorded_job(&op, uuid)?.unwrap_or(fresh);
             (op, job)
         }
-        None => (Operation::begin(&cx.state, &cx.journal, &cx.invocation, "publish", &[uuid.to_string()])?, fresh),
+        None => (Operation::begin(&cx.state, &cx.journal, &cx.invocation, "publish", &[uuid.to_string()], Vec::new())?, fresh),
     };
     finish(op, cx, &job)
 }

@@ -67,11 +67,8 @@ pub fn update(cx: &Context, args: &UpdateArgs) -> Result<()> {
         let wanted: Vec<(ImageUuid, LockMode)> = images.iter().map(|u| (*u, LockMode::Exclusive)).collect();
         let locks = lock::lock_images(&cx.state, &wanted, cx.reporter.as_ref())?;
         let names: Vec<String> = images.iter().map(ImageUuid::to_string).collect();
-        let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "update", &names)?;
-        op.checked(
-            "lock",
-            json!({"pool": pool_name.as_str(), "images": names, "locks": crate::verbs::install::lock_names(&locks)}),
-        )?;
+        let lock = json!({"pool": pool_name.as_str(), "images": names, "locks": crate::verbs::install::lock_names(&locks)});
+        let op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "update", &names, vec![("lock", lock)])?;
         finish(op, cx, pool.as_ref(), &images, &clients, locks)?;
     }
     Ok(())

@@ -80,10 +80,12 @@ pub fn vacuum(cx: &Context, doomed: &[Doomed]) -> Result<()> {
         let wanted: Vec<(ImageUuid, LockMode)> = in_pool.iter().map(|d| (d.uuid, LockMode::Exclusive)).collect();
         let locks = lock::lock_images(&cx.state, &wanted, cx.reporter.as_ref())?;
         let images: Vec<String> = in_pool.iter().map(|d| d.uuid.to_string()).collect();
-        let mut op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "vacuum", &images)?;
         let planned: Vec<Value> = in_pool.iter().map(|d| json!({"uuid": d.uuid.to_string(), "title": d.title})).collect();
-        op.checked("plan", json!({"pool": pool_name.as_str(), "images": planned}))?;
-        op.checked("lock", json!({"locks": crate::verbs::install::lock_names(&locks)}))?;
+        let checked = vec![
+            ("plan", json!({"pool": pool_name.as_str(), "images": planned})),
+            ("lock", json!({"locks": crate::verbs::install::lock_names(&locks)})),
+        ];
+        let op = Operation::begin(&cx.state, &cx.journal, &cx.invocation, "vacuum", &images, checked)?;
         finish(op, cx, pool.as_ref(), &in_pool.into_iter().cloned().collect::<Vec<_>>(), locks)?;
     }
     Ok(())
