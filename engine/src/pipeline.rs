@@ -172,7 +172,10 @@ pub fn run(
         expected_sha1: files0.sha1.clone(),
         uuid: plan.uuid.to_string(),
         result: result.clone(),
-        progress: cx.reporter.progress(&title, files0.size),
+        progress: match plan.progress {
+            Some(shared) => shared.part(),
+            None => cx.reporter.progress(&title, files0.size),
+        },
     };
     // Reading and hashing the file (and, for import, the download), and
     // decompressing it, each run on a thread of their own; the receive

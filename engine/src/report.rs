@@ -2,6 +2,8 @@
 //! CLI implements it (stdout lines, indicatif bars on a terminal); tests can
 //! implement it with a recorder.
 
+use std::sync::{Arc, Mutex};
+
 pub trait Reporter: Send + Sync {
     /// A status line, as the real imgadm prints it on stdout
     /// ("Installing image ...", "Deleted image ...").
@@ -35,6 +37,41 @@ impl Reporter for Silent {
     fn progress(&self, _title: &str, _total: Option<u64>) -> Box<dyn Progress> {
         Box::new(NoProgress)
     }
+}
+
+/// One bar shared by several transfers, as import's `Download N images`
+/// bar is: each transfer advances it through a [`SharedProgress::part`],
+/// and only the owner finishes it, after the last one.
+#[derive(Clone)]
+pub struct SharedProgress(Arc<Mutex<Box<dyn Progress>>>);
+
+impl SharedProgress {
+    pub fn new(bar: Box<dyn Progress>) -> SharedProgress {
+        SharedProgress(Arc::new(Mutex::new(bar)))
+    }
+
+    /// A handle for one transfer; its `finish` leaves the bar running.
+    pub fn part(&self) -> Box<dyn Progress> {
+        Box::new(PartOfShared(self.0.clone()))
+    }
+
+    pub fn finish(&self) {
+        if let Ok(bar) = self.0.lock() {
+            bar.finish();
+        }
+    }
+}
+
+struct PartOfShared(Arc<Mutex<Box<dyn Progress>>>);
+
+impl Progress for PartOfShared {
+    fn advance(&self, bytes: u64) {
+        if let Ok(bar) = self.0.lock() {
+            bar.advance(bytes);
+        }
+    }
+
+    fn finish(&self) {}
 }
 
 /// Human size as the real imgadm prints it: 1024-based, truncated (not

@@ -19,6 +19,7 @@ use crate::manifest::Manifest;
 use crate::operation::{Operation, StepState};
 use crate::pipeline::{self, StreamSource};
 use crate::pool::{KeepMode, Pool};
+use crate::report::SharedProgress;
 
 pub const RECV: &str = "recv";
 pub const VERIFY: &str = "verify";
@@ -74,6 +75,9 @@ pub struct ReceivePlan<'p> {
     pub origin: Option<DatasetName>,
     pub origin_guid: Option<u64>,
     pub keep: KeepMode,
+    /// The bar the transfer advances: import's one bar for the whole chain;
+    /// without it the image gets a bar of its own.
+    pub progress: Option<&'p SharedProgress>,
 }
 
 /// verify + recv as one streaming pass over the image file: the file is

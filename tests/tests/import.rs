@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 on_both_pools!(
     three_image_chain_imports_base_first,
+    a_chain_on_a_terminal_gets_one_download_bar,
     installed_origins_are_skipped,
     resume_after_kill_with_range,
     resume_after_kill_without_range,
@@ -128,6 +129,31 @@ fn three_image_chain_imports_base_first(driver: Driver) {
         format!("Image {GRANDCHILD_UUID} (example-grandchild 1.0.0) is already installed, skipping")
     );
     import(&w, "00000000-1111-4222-8333-444444444444").fails_with(1, "ActiveImageNotFound");
+}
+
+/// On a terminal the real imgadm draws one `Download N images` bar for a
+/// whole chain, not one per image. Run under script(1) for a pty.
+fn a_chain_on_a_terminal_gets_one_download_bar(driver: Driver) {
+    let server = chain_server();
+    let w = World::new(driver);
+    use_sources(&w, &[&server.url()]);
+    let command = format!("{} import -P {} {GRANDCHILD_UUID}", imgadm_bin().display(), w.pool);
+    let mut script = std::process::Command::new("script");
+    script.args(["-q", "-e", "-c", &command, "/dev/null"]);
+    for (key, value) in w.command().get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    let out = script.output().expect("run script(1)");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "import on a pty failed: {screen}");
+    assert!(has(&w, GRANDCHILD_UUID));
+    assert!(screen.contains("Download 3 images"), "no chain bar: {screen}");
+    for image in [BASE_UUID, CHILD_UUID, GRANDCHILD_UUID] {
+        assert!(!screen.contains(&format!("Image {image}")), "a bar of its own for {image}: {screen}");
+    }
 }
 
 fn installed_origins_are_skipped(driver: Driver) {

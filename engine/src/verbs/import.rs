@@ -28,7 +28,7 @@ use crate::operation::{Operation, Outcome, StepState};
 use crate::pipeline::StreamSource;
 use crate::pool::{DriverKind, KeepMode, Pool};
 use crate::recovery;
-use crate::report::human_size;
+use crate::report::{human_size, SharedProgress};
 use crate::source::download::{is_transfer_error, DownloadPlan, FetchingReader};
 use crate::source::imgapi::{ClientOptions, ImgapiClient};
 use crate::source::{self, SourceSpec};
@@ -262,15 +262,26 @@ fn run(mut op: Operation, cx: &Context, pool: &dyn Pool, plan: &ImportPlan, lock
 fn import_chain(op: &mut Operation, cx: &Context, pool: &dyn Pool, plan: &ImportPlan) -> Result<()> {
     let sizes: Option<Vec<u64>> = plan.chain.iter().map(|m| m.files0().and_then(|f| f.size)).collect();
     let count = plan.chain.len();
-    let total = sizes.map(|s| format!(" ({})", human_size(s.iter().sum()))).unwrap_or_default();
-    cx.info(&format!("Must download and install {count} image{}{total}", if count == 1 { "" } else { "s" }));
-    for manifest in &plan.chain {
-        import_one(op, cx, pool, &plan.client, manifest)?;
-    }
-    Ok(())
+    let total = sizes.as_ref().map(|s| format!(" ({})", human_size(s.iter().sum()))).unwrap_or_default();
+    let plural = if count == 1 { "" } else { "s" };
+    cx.info(&format!("Must download and install {count} image{plural}{total}"));
+    // One bar for the whole chain, sized by the total when every size is
+    // known, as the real imgadm draws it.
+    let total_bytes = sizes.map(|s| s.iter().sum());
+    let bar = SharedProgress::new(cx.reporter.progress(&format!("Download {count} image{plural}"), total_bytes));
+    let imported = plan.chain.iter().try_for_each(|manifest| import_one(op, cx, pool, &plan.client, manifest, &bar));
+    bar.finish();
+    imported
 }
 
-fn import_one(op: &mut Operation, cx: &Context, pool: &dyn Pool, client: &ImgapiClient, manifest: &Manifest) -> Result<()> {
+fn import_one(
+    op: &mut Operation,
+    cx: &Context,
+    pool: &dyn Pool,
+    client: &ImgapiClient,
+    manifest: &Manifest,
+    bar: &SharedProgress,
+) -> Result<()> {
     let uuid = manifest.uuid()?;
     let image = uuid.to_string();
     let files0 = manifest
@@ -287,6 +298,7 @@ fn import_one(op: &mut Operation, cx: &Context, pool: &dyn Pool, client: &Imgapi
         origin: origin.as_ref().map(|(d, _)| d.clone()),
         origin_guid: origin.as_ref().map(|(_, g)| *g),
         keep: KeepMode::Move,
+        progress: Some(bar),
     };
     let complete = cx.state.download_path(uuid);
     let partial = cx.state.download_partial_path(uuid);

@@ -175,6 +175,7 @@ fn run_steps(op: &mut Operation, cx: &Context, pool: &dyn Pool, v: &Validated, f
         origin: v.origin.as_ref().map(|(d, _)| d.clone()),
         origin_guid: v.origin.as_ref().map(|(_, g)| *g),
         keep: KeepMode::Copy,
+        progress: None,
     };
     steps::verify_and_receive(op, cx, &plan, StreamSource::File(file.to_path_buf()), file)?;
     steps::final_snapshot(op, &plan)?;
