@@ -173,7 +173,9 @@ impl DatasetName {
                 } else {
                     return Err(refuse());
                 };
-                if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+                // `disk01` would parse as disk 1 and name another dataset.
+                let canonical = index == "0" || !index.starts_with('0');
+                if index.is_empty() || !canonical || !index.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(refuse());
                 }
                 (uuid, Some(make(index.parse().map_err(|_| refuse())?)))
@@ -285,7 +287,7 @@ mod tests {
             assert_eq!(DatasetName::parse_vm(&text).unwrap().to_string(), text);
         }
         assert!(DatasetName::parse(&format!("{zone}-disk0")).is_err(), "an image name is never a disk");
-        for bad in ["-disk", "-disk1/x", "/disk", "/../x", "-partial", "-disk-1", "/disk1@snap", "x"] {
+        for bad in ["-disk", "-disk1/x", "/disk", "/../x", "-partial", "-disk-1", "-disk01", "/disk007", "/disk1@snap", "x"] {
             assert!(DatasetName::parse_vm(&format!("{zone}{bad}")).is_err(), "{bad}");
         }
         assert!(DatasetName::parse_vm("zones/../etc").is_err());
