@@ -188,7 +188,6 @@ fn strip_fractional_seconds(published_at: &str) -> String {
     }
 }
 
-/// Docker's short image id: 12 hex digits. The real imgadm takes the first
 /// `list --docker`'s fixed columns (headers UUID REPOSITORY TAG IMAGE_ID
 /// CREATED).
 pub const DOCKER_COLUMNS: &[&str] = &["uuid", "repository", "tag", "image_id", "created"];
@@ -208,6 +207,7 @@ pub fn docker_heads(rows: Vec<Row>) -> Vec<Row> {
     heads
 }
 
+/// Docker's short image id: 12 hex digits. The real imgadm takes the first
 /// 12 characters of `docker:id`, which for registry v2 ids is
 /// `sha256:xxxxx`; we skip the algorithm prefix.
 fn docker_short_id(docker_id: &str) -> String {

@@ -42,7 +42,6 @@ impl Reporter for Silent {
 /// One bar shared by several transfers, as import's `Download N images`
 /// bar is: each transfer advances it through a [`SharedProgress::part`],
 /// and only the owner finishes it, after the last one.
-#[derive(Clone)]
 pub struct SharedProgress(Arc<Mutex<Box<dyn Progress>>>);
 
 impl SharedProgress {

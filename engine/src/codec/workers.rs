@@ -14,7 +14,8 @@ pub struct Workers {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// How many workers a codec runs: one per core, at least one.
+/// How many threads a codec (or `list`'s cache reading) runs: one per
+/// core, at least one.
 pub fn count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

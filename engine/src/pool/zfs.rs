@@ -27,7 +27,7 @@ use crate::ids::{DatasetName, PoolName, SnapName};
 use crate::pool::{DatasetEntry, DriverKind, EntryKind, KeepMode, Pool, Received, Snapshot};
 
 pub const ZFS: &str = "zfs";
-pub const ZPOOL: &str = "zpool";
+const ZPOOL: &str = "zpool";
 
 /// How much of the stream is handed to `zfs receive` per write.
 const RECEIVE_BUFFER_BYTES: usize = 1 << 20;
@@ -40,7 +40,7 @@ const SETTLE_POLL: Duration = Duration::from_millis(50);
 const SETTLE_LIMIT: Duration = Duration::from_secs(5);
 
 /// The host-wide lock file of [`MountLock`].
-pub const MOUNT_LOCK_PATH: &str = "/var/run/imgadm.zfs-mount.lock";
+const MOUNT_LOCK_PATH: &str = "/var/run/imgadm.zfs-mount.lock";
 
 /// Held while a `zfs`/`zpool` command that can mount a file system runs.
 ///

@@ -260,14 +260,16 @@ fn run(mut op: Operation, cx: &Context, pool: &dyn Pool, plan: &ImportPlan, lock
 }
 
 fn import_chain(op: &mut Operation, cx: &Context, pool: &dyn Pool, plan: &ImportPlan) -> Result<()> {
-    let sizes: Option<Vec<u64>> = plan.chain.iter().map(|m| m.files0().and_then(|f| f.size)).collect();
+    // Known only when every image's size is; a server's sizes can be
+    // anything, so the sum saturates instead of overflowing.
+    let total_bytes =
+        plan.chain.iter().try_fold(0u64, |sum, m| m.files0().and_then(|f| f.size).map(|size| sum.saturating_add(size)));
     let count = plan.chain.len();
-    let total = sizes.as_ref().map(|s| format!(" ({})", human_size(s.iter().sum()))).unwrap_or_default();
+    let total = total_bytes.map(|bytes| format!(" ({})", human_size(bytes))).unwrap_or_default();
     let plural = if count == 1 { "" } else { "s" };
     cx.info(&format!("Must download and install {count} image{plural}{total}"));
-    // One bar for the whole chain, sized by the total when every size is
-    // known, as the real imgadm draws it.
-    let total_bytes = sizes.map(|s| s.iter().sum());
+    // One bar for the whole chain, sized by that total, as the real imgadm
+    // draws it.
     let bar = SharedProgress::new(cx.reporter.progress(&format!("Download {count} image{plural}"), total_bytes));
     let imported = plan.chain.iter().try_for_each(|manifest| import_one(op, cx, pool, &plan.client, manifest, &bar));
     bar.finish();

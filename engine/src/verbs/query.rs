@@ -21,8 +21,7 @@ pub fn installed_images(cx: &Context, only: Option<&PoolName>) -> Result<Vec<Ima
     let read = |part: &[(&PoolImages, ImageUuid)]| -> Vec<ImageInfo> {
         part.iter().map(|(scan, uuid)| scan.info(&cx.state, cx.driver, *uuid)).collect()
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = cores.min(wanted.len() / IMAGES_PER_THREAD).max(1);
+    let threads = crate::codec::workers::count().min(wanted.len() / IMAGES_PER_THREAD).max(1);
     let chunk = wanted.len().div_ceil(threads).max(1);
     let mut parts = wanted.chunks(chunk);
     let first = parts.next().unwrap_or_default();
